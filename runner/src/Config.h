@@ -1,0 +1,116 @@
+#pragma once
+// The typed training configuration: TOML parsed once into these structs, validated up front.
+// Every key, its type, default and range is declared once in Config.cpp; parsing, `--set`
+// overrides, nearest-key suggestions and config.resolved.toml all come from that one table.
+
+#include <repshape/regularizers/Regularizers.h>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace repshape {
+
+// A user-input error: printed as `file:line: key: what was expected`, exit code 2.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct DataConfig {
+  // fashion-mnist | mnist | idx | cifar10 | cifar100 | strokes | projection | xor | factors
+  std::string source = "fashion-mnist";
+  std::string dir;                 // empty: the source's default directory
+  int64_t trainSize = 0;           // 0: all training samples (after the validation split)
+  int64_t validationSize = 0;      // held out of the training set, by seed
+  int64_t testSize = 0;            // 0: the whole test set
+  std::optional<int64_t> seed;     // default: train.seed
+  int64_t numClasses = 0;          // 0: from the source; cifar100 16/64-class conditions set it
+  // Synthetic generators (SPEC §5).
+  int64_t samples = 10000;         // training samples generated
+  int64_t testSamples = 2000;      // test samples generated
+  int64_t factors = 4;             // d: independent Gaussian factors
+  int64_t inputDim = 10;           // projection / rotation output dimension
+  double noise = 0.0;              // additive Gaussian noise std on the inputs
+};
+
+struct ModelConfig {
+  std::string type = "mlp";                 // mlp | cnn
+  std::string activation = "relu";          // relu | leaky_relu | sigmoid | tanh | linear
+  double leakySlope = 0.01;
+  std::vector<int64_t> hidden = {100};      // MLP hidden widths; layers are named h1, h2, …
+  // CNN: e.g. ["conv:32:3", "conv:32:3", "pool:2", "conv:64:3", "conv:64:3", "pool:2", "fc:128"];
+  // layers are named conv1…, pool1…, fc1…; the output layer is always "out".
+  std::vector<std::string> layers;
+  double dropout = 0.0;                     // rate p of dropout after dropoutLayers
+  std::vector<std::string> dropoutLayers;   // empty with dropout > 0: every hidden layer
+  std::vector<std::string> batchNormLayers; // batch norm (global-batch statistics) after these
+};
+
+struct OptimConfig {
+  std::string name = "adam";  // adam | sgd | rmsprop
+  double lr = 1e-3;
+  double momentum = 0.0;      // sgd, rmsprop
+  double weightDecay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double alpha = 0.99;        // rmsprop smoothing
+};
+
+struct TrainConfig {
+  int64_t epochs = 1;
+  int64_t steps = 0;          // > 0: stop after this many steps (overrides epochs)
+  int64_t batchSize = 100;    // global batch, split across ranks
+  uint64_t seed = 0;
+  int64_t threads = 1;        // intra-op threads per rank
+  std::string device = "cpu"; // cpu | cuda
+  int64_t logEvery = 1;       // steps.jsonl line every N steps
+  bool timings = true;        // samples_per_s and comm time in steps.jsonl (false: byte-reproducible)
+};
+
+struct ClusteringConfig {
+  int64_t k = 0;               // 0: number of classes
+  int64_t nInit = 10;
+  int64_t maxIter = 300;
+  double tol = 1e-4;
+  std::string normalization = "arithmetic";  // arithmetic | max | geometric
+};
+
+struct MiConfig {
+  double sigma2 = 0.1;
+};
+
+struct EvalConfig {
+  int64_t batchSize = 1000;
+  std::vector<std::string> layers;           // metric layers besides the regularizer targets
+  std::vector<int64_t> tdvDims = {4};
+  std::vector<double> udFractions = {0.9};
+  std::optional<ClusteringConfig> clustering;
+  std::optional<MiConfig> mi;
+};
+
+struct DistributedConfig {
+  std::string backend = "auto";  // auto | single | mpi | nccl
+  double timeoutSeconds = 300.0; // deadline of every collective
+};
+
+struct Config {
+  std::string path;  // file it came from (for messages)
+  DataConfig data;
+  ModelConfig model;
+  OptimConfig optim;
+  TrainConfig train;
+  EvalConfig eval;
+  DistributedConfig distributed;
+  std::vector<reg::PenaltySpec> regularizers;
+};
+
+// Parses and validates `path` with `overrides` ("section.key=value", TOML values) applied on top.
+// Throws ConfigError with `file:line: key: what was expected`.
+Config loadConfig(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The fully resolved configuration (defaults filled in) as TOML text.
+std::string toToml(const Config& config);
+
+}  // namespace repshape
