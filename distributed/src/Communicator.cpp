@@ -1,0 +1,1 @@
+#include <repshape/distributed/Communicator.h>

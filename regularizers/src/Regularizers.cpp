@@ -1,0 +1,1 @@
+#include <repshape/regularizers/Regularizers.h>
