@@ -1,0 +1,23 @@
+#include "CommReducer.h"
+
+#include <utility>
+
+namespace repshape {
+
+CommReducer::CommReducer(dist::Communicator& comm, std::string tag)
+    : comm_(comm), sumName_(tag + ".sum"), maxName_(tag + ".max"), gatherName_(tag + ".gatherRows") {}
+
+torch::Tensor CommReducer::sum(const torch::Tensor& flat) {
+  // Identity backward: the penalty is a replicated function of the global sums (SPEC §4).
+  return dist::allReduceSum(comm_, flat, dist::ReduceBackward::Identity, sumName_.c_str());
+}
+
+torch::Tensor CommReducer::max(const torch::Tensor& flat) {
+  return dist::allReduceMax(comm_, flat, maxName_.c_str());
+}
+
+torch::Tensor CommReducer::gatherRows(const torch::Tensor& rows) {
+  return dist::allGatherRows(comm_, rows, gatherName_.c_str());
+}
+
+}  // namespace repshape

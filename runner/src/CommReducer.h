@@ -1,0 +1,35 @@
+#pragma once
+// The regularizers' Reducer over a dist::Communicator: packed penalty/metric statistics travel
+// through the differentiable collectives of repshape/distributed (SPEC §4).
+//
+// Autograd convention: sum() and max() have an identity backward on this rank (the penalty built
+// from the reduced statistics is added in full on every rank); gatherRows() returns this rank's
+// slice of the incoming gradient. The trainer must then SUM parameter gradients across ranks
+// (dist::GradientAllReducer). Tensors may live on any device: they are moved to the
+// communicator's device for the collective and the result comes back on the input's device.
+
+#include <repshape/distributed/Communicator.h>
+#include <repshape/regularizers/Regularizers.h>
+
+#include <string>
+
+namespace repshape {
+
+class CommReducer final : public reg::Reducer {
+ public:
+  // `tag` prefixes the operation names in timeout messages ("penalty.sum", "metrics.max" …).
+  explicit CommReducer(dist::Communicator& comm, std::string tag = "reducer");
+
+  torch::Tensor sum(const torch::Tensor& flat) override;
+  torch::Tensor max(const torch::Tensor& flat) override;
+  torch::Tensor gatherRows(const torch::Tensor& rows) override;
+  int worldSize() const override { return comm_.size(); }
+
+ private:
+  dist::Communicator& comm_;
+  std::string sumName_;
+  std::string maxName_;
+  std::string gatherName_;
+};
+
+}  // namespace repshape
