@@ -16,6 +16,8 @@ function(repshape_target_settings target)
   endif()
 endfunction()
 
+# Linking Torch gives the PCH the same compile definitions (GFLAGS_IS_A_DLL …) as its users.
+target_link_libraries(repshape_pch PRIVATE ${TORCH_LIBRARIES})
 target_include_directories(repshape_pch SYSTEM PRIVATE ${TORCH_INCLUDE_DIRS})
 target_compile_options(repshape_pch PRIVATE -Wall -Wextra)
 target_precompile_headers(repshape_pch PRIVATE <torch/torch.h> <vector> <string> <memory>)
