@@ -1,1 +1,395 @@
 #include "Config.h"
+
+#include "detail/ConfigFields.h"
+
+#include <toml++/toml.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace repshape {
+
+using detail::Field;
+using detail::ParseContext;
+
+namespace detail {
+
+std::string ParseContext::where(const toml::source_region& source) const {
+  if (source.begin.line == 0) return file + ": --set";  // nodes inserted by --set have no source
+  return file + ":" + std::to_string(source.begin.line);
+}
+
+std::string ParseContext::where(const toml::node& node) const { return where(node.source()); }
+
+void ParseContext::fail(const toml::source_region& source, const std::string& key,
+                        const std::string& what) const {
+  throw ConfigError(where(source) + ": " + key + ": " + what);
+}
+
+void ParseContext::fail(const toml::node& node, const std::string& key, const std::string& what) const {
+  fail(node.source(), key, what);
+}
+
+std::size_t editDistance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string nearest(const std::string& key, const std::vector<std::string>& candidates) {
+  std::string best;
+  std::size_t bestDistance = std::max<std::size_t>(3, key.size() / 2) + 1;
+  for (const auto& c : candidates) {
+    const std::size_t d = editDistance(key, c);
+    if (d < bestDistance) bestDistance = d, best = c;
+  }
+  return best;
+}
+
+std::string typeName(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+const std::vector<Field<DataConfig>>& dataFields() {
+  static const std::vector<Field<DataConfig>> fields = {
+      detail::stringField<DataConfig>("source", &DataConfig::source,
+                                      {"fashion-mnist", "mnist", "idx", "cifar10", "cifar100", "strokes",
+                                       "projection", "xor", "factors"}),
+      detail::stringField<DataConfig>("dir", &DataConfig::dir),
+      detail::intField<DataConfig>("train_size", &DataConfig::trainSize, 0),
+      detail::intField<DataConfig>("validation_size", &DataConfig::validationSize, 0),
+      detail::intField<DataConfig>("test_size", &DataConfig::testSize, 0),
+      detail::optionalIntField<DataConfig>("seed", &DataConfig::seed, 0),
+      detail::intField<DataConfig>("num_classes", &DataConfig::numClasses, 0, 100),
+      detail::intField<DataConfig>("samples", &DataConfig::samples, 1),
+      detail::intField<DataConfig>("test_samples", &DataConfig::testSamples, 1),
+      detail::intField<DataConfig>("factors", &DataConfig::factors, 1, 100000),
+      detail::intField<DataConfig>("input_dim", &DataConfig::inputDim, 1, 1000000),
+      detail::doubleField<DataConfig>("noise", &DataConfig::noise, 0.0),
+  };
+  return fields;
+}
+
+const std::vector<Field<ModelConfig>>& modelFields() {
+  static const std::vector<Field<ModelConfig>> fields = {
+      detail::stringField<ModelConfig>("type", &ModelConfig::type, {"mlp", "cnn"}),
+      detail::stringField<ModelConfig>("activation", &ModelConfig::activation,
+                                       {"relu", "leaky_relu", "sigmoid", "tanh", "linear"}),
+      detail::doubleField<ModelConfig>("leaky_slope", &ModelConfig::leakySlope, 0.0, 1.0),
+      detail::intListField<ModelConfig>("hidden", &ModelConfig::hidden, 1),
+      detail::stringListField<ModelConfig>("layers", &ModelConfig::layers),
+      detail::doubleField<ModelConfig>("dropout", &ModelConfig::dropout, 0.0, 1.0),
+      detail::stringListField<ModelConfig>("dropout_layers", &ModelConfig::dropoutLayers),
+      detail::stringListField<ModelConfig>("batch_norm_layers", &ModelConfig::batchNormLayers),
+  };
+  return fields;
+}
+
+const std::vector<Field<OptimConfig>>& optimFields() {
+  static const std::vector<Field<OptimConfig>> fields = {
+      detail::stringField<OptimConfig>("name", &OptimConfig::name, {"adam", "sgd", "rmsprop"}),
+      detail::doubleField<OptimConfig>("lr", &OptimConfig::lr, 0.0, 10.0, /*loOpen=*/true),
+      detail::doubleField<OptimConfig>("momentum", &OptimConfig::momentum, 0.0, 1.0),
+      detail::doubleField<OptimConfig>("weight_decay", &OptimConfig::weightDecay, 0.0),
+      detail::doubleField<OptimConfig>("beta1", &OptimConfig::beta1, 0.0, 1.0),
+      detail::doubleField<OptimConfig>("beta2", &OptimConfig::beta2, 0.0, 1.0),
+      detail::doubleField<OptimConfig>("eps", &OptimConfig::eps, 0.0, 1.0, true),
+      detail::doubleField<OptimConfig>("alpha", &OptimConfig::alpha, 0.0, 1.0),
+  };
+  return fields;
+}
+
+const std::vector<Field<TrainConfig>>& trainFields() {
+  static const std::vector<Field<TrainConfig>> fields = {
+      detail::intField<TrainConfig>("epochs", &TrainConfig::epochs, 0, 100000),
+      detail::intField<TrainConfig>("steps", &TrainConfig::steps, 0),
+      detail::intField<TrainConfig>("batch_size", &TrainConfig::batchSize, 1, 10000000),
+      detail::seedField<TrainConfig>("seed", &TrainConfig::seed),
+      detail::intField<TrainConfig>("threads", &TrainConfig::threads, 1, 1024),
+      detail::stringField<TrainConfig>("device", &TrainConfig::device, {"cpu", "cuda"}),
+      detail::intField<TrainConfig>("log_every", &TrainConfig::logEvery, 1),
+      detail::boolField<TrainConfig>("timings", &TrainConfig::timings),
+  };
+  return fields;
+}
+
+const std::vector<Field<ClusteringConfig>>& clusteringFields() {
+  static const std::vector<Field<ClusteringConfig>> fields = {
+      detail::intField<ClusteringConfig>("k", &ClusteringConfig::k, 0, 100000),
+      detail::intField<ClusteringConfig>("n_init", &ClusteringConfig::nInit, 1, 1000),
+      detail::intField<ClusteringConfig>("max_iter", &ClusteringConfig::maxIter, 1),
+      detail::doubleField<ClusteringConfig>("tol", &ClusteringConfig::tol, 0.0),
+      detail::stringField<ClusteringConfig>("normalization", &ClusteringConfig::normalization,
+                                            {"arithmetic", "max", "geometric", "min"}),
+  };
+  return fields;
+}
+
+const std::vector<Field<MiConfig>>& miFields() {
+  static const std::vector<Field<MiConfig>> fields = {
+      detail::doubleField<MiConfig>("sigma2", &MiConfig::sigma2, 0.0, detail::kInf, true),
+  };
+  return fields;
+}
+
+// An optional inline table (`clustering = { k = 10 }`) parsed with its own fields.
+template <typename S, typename Parent>
+Field<Parent> subTableField(const char* key, std::optional<S> Parent::*member,
+                            const std::vector<Field<S>>& (*fields)()) {
+  return {key,
+          [=](Parent& p, const toml::node& n, const std::string& path, const ParseContext& c) {
+            if (!n.is_table()) c.fail(n, path, "expected a table, got " + detail::typeName(n));
+            S value;
+            detail::parseTable(*n.as_table(), path, fields(), value, c);
+            p.*member = value;
+          },
+          [=](const Parent& p, toml::table& t) {
+            if (p.*member) t.insert_or_assign(key, detail::emitTable(*(p.*member), fields()));
+          }};
+}
+
+const std::vector<Field<EvalConfig>>& evalFields() {
+  static const std::vector<Field<EvalConfig>> fields = {
+      detail::intField<EvalConfig>("batch_size", &EvalConfig::batchSize, 1),
+      detail::stringListField<EvalConfig>("layers", &EvalConfig::layers),
+      detail::intListField<EvalConfig>("tdv_dims", &EvalConfig::tdvDims, 1),
+      detail::doubleListField<EvalConfig>("ud_fractions", &EvalConfig::udFractions, 0.0, 1.0),
+      subTableField<ClusteringConfig, EvalConfig>("clustering", &EvalConfig::clustering, clusteringFields),
+      subTableField<MiConfig, EvalConfig>("mi", &EvalConfig::mi, miFields),
+  };
+  return fields;
+}
+
+const std::vector<Field<DistributedConfig>>& distributedFields() {
+  static const std::vector<Field<DistributedConfig>> fields = {
+      detail::stringField<DistributedConfig>("backend", &DistributedConfig::backend,
+                                             {"auto", "single", "mpi", "nccl"}),
+      detail::doubleField<DistributedConfig>("timeout_s", &DistributedConfig::timeoutSeconds, 0.0,
+                                             detail::kInf, true),
+  };
+  return fields;
+}
+
+const std::vector<Field<reg::PenaltySpec>>& regularizerFields() {
+  using reg::PenaltySpec;
+  static const std::vector<Field<PenaltySpec>> fields = {
+      detail::stringField<PenaltySpec>("name", &PenaltySpec::name, reg::penaltyNames()),
+      detail::doubleField<PenaltySpec>("weight", &PenaltySpec::weight, 0.0),
+      detail::stringListField<PenaltySpec>("targets", &PenaltySpec::targets),
+      detail::doubleField<PenaltySpec>("margin", &PenaltySpec::margin, 0.0),
+      detail::boolField<PenaltySpec>("normalized", &PenaltySpec::normalized),
+      detail::stringField<PenaltySpec>("method", &PenaltySpec::method, {"holder", "exact"}),
+  };
+  return fields;
+}
+
+// Applies `--set a.b.c=value` to the document. The value is parsed as TOML; a bare word that is
+// not valid TOML (`--set optim.name=sgd`) is taken as a string.
+void applyOverride(toml::table& root, const std::string& text, const std::string& file) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(file + ": --set '" + text + "': expected section.key=value");
+  const std::string path = text.substr(0, eq);
+  const std::string valueText = text.substr(eq + 1);
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + valueText);
+  } catch (const toml::parse_error&) {
+    parsed = toml::table{{"v", valueText}};
+  }
+  std::vector<std::string> parts;
+  std::stringstream stream(path);
+  for (std::string part; std::getline(stream, part, '.');) parts.push_back(part);
+  if (parts.size() < 2) throw ConfigError(file + ": --set '" + text + "': expected section.key=value");
+
+  toml::table* table = &root;
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    toml::node* child = table->get(parts[i]);
+    if (child && child->is_array_of_tables()) {
+      // regularizer.0.weight=…, or regularizer.weight=… when there is exactly one.
+      toml::array& tables = *child->as_array();
+      std::size_t index = 0;
+      if (i + 2 < parts.size() && !parts[i + 1].empty() &&
+          parts[i + 1].find_first_not_of("0123456789") == std::string::npos) {
+        index = std::stoul(parts[++i]);
+      } else if (tables.size() != 1) {
+        throw ConfigError(file + ": --set '" + text + "': " + parts[i] + " has " +
+                          std::to_string(tables.size()) + " entries; name one as " + parts[i] + ".N.key");
+      }
+      if (index >= tables.size())
+        throw ConfigError(file + ": --set '" + text + "': " + parts[i] + " has no entry " + std::to_string(index));
+      table = tables.get(index)->as_table();
+      continue;
+    }
+    if (!child) child = &table->insert_or_assign(parts[i], toml::table{}).first->second;
+    if (!child->is_table())
+      throw ConfigError(file + ": --set '" + text + "': " + parts[i] + " is not a table");
+    table = child->as_table();
+  }
+  table->insert_or_assign(parts.back(), std::move(*parsed.get("v")));
+}
+
+// Layer names of the model, in order: h1…hL (MLP) or conv1/pool1/fc1… (CNN), then "out".
+std::vector<std::string> declaredLayers(const ModelConfig& model) {
+  std::vector<std::string> names = modelLayerNames(model);
+  names.push_back("out");
+  return names;
+}
+
+void checkLayers(const std::vector<std::string>& names, const std::vector<std::string>& layers,
+                 const toml::node* node, const std::string& key, const ParseContext& ctx) {
+  for (const auto& name : names) {
+    if (std::find(layers.begin(), layers.end(), name) != layers.end()) continue;
+    std::string list;
+    for (const auto& l : layers) list += (list.empty() ? "" : ", ") + l;
+    const std::string hint = detail::nearest(name, layers);
+    const std::string what = "no layer named '" + name + "' (layers: " + list + ")" +
+                             (hint.empty() ? "" : "; did you mean '" + hint + "'?");
+    if (node) ctx.fail(*node, key, what);
+    throw ConfigError(ctx.file + ": " + key + ": " + what);
+  }
+}
+
+void validateCrossFields(const Config& config, const toml::table& root, const ParseContext& ctx) {
+  const auto layers = declaredLayers(config.model);
+  const toml::node* model = root.get("model");
+  auto modelNode = [&](const char* key) -> const toml::node* {
+    return model && model->is_table() ? model->as_table()->get(key) : nullptr;
+  };
+  checkLayers(config.model.dropoutLayers, layers, modelNode("dropout_layers"), "model.dropout_layers", ctx);
+  checkLayers(config.model.batchNormLayers, layers, modelNode("batch_norm_layers"),
+              "model.batch_norm_layers", ctx);
+  const toml::node* eval = root.get("eval");
+  checkLayers(config.eval.layers, layers, eval && eval->is_table() ? eval->as_table()->get("layers") : nullptr,
+              "eval.layers", ctx);
+  if (config.model.type == "cnn" && config.model.layers.empty())
+    throw ConfigError(ctx.file + ": model.layers: a cnn needs at least one layer, e.g. [\"conv:32:3\", \"fc:128\"]");
+
+  const toml::array* regs = root.get("regularizer") ? root.get("regularizer")->as_array() : nullptr;
+  for (std::size_t i = 0; i < config.regularizers.size(); ++i) {
+    const auto& spec = config.regularizers[i];
+    const toml::node* node = regs ? regs->get(i) : nullptr;
+    const std::string key = "regularizer[" + std::to_string(i) + "]";
+    const toml::node* targets = node && node->is_table() ? node->as_table()->get("targets") : nullptr;
+    checkLayers(spec.targets, layers, targets, key + ".targets", ctx);
+    try {
+      reg::validate(spec);
+    } catch (const std::invalid_argument& e) {
+      if (node) ctx.fail(*node, key, e.what());
+      throw ConfigError(ctx.file + ": " + key + ": " + e.what());
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> modelLayerNames(const ModelConfig& model) {
+  std::vector<std::string> names;
+  if (model.type == "mlp") {
+    for (std::size_t i = 0; i < model.hidden.size(); ++i) names.push_back("h" + std::to_string(i + 1));
+    return names;
+  }
+  int conv = 0, pool = 0, fc = 0;
+  for (const auto& layer : model.layers) {
+    const std::string kind = layer.substr(0, layer.find(':'));
+    if (kind == "conv") names.push_back("conv" + std::to_string(++conv));
+    else if (kind == "pool") names.push_back("pool" + std::to_string(++pool));
+    else if (kind == "fc") names.push_back("fc" + std::to_string(++fc));
+    else throw ConfigError("model.layers: '" + layer + "': expected conv:OUT:KERNEL[:STRIDE[:PAD]], pool:SIZE or fc:OUT");
+  }
+  return names;
+}
+
+Config loadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  ParseContext ctx{path};
+  std::ifstream probe(path);
+  if (!probe) throw ConfigError(path + ": cannot open config file");
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(path + ":" + std::to_string(e.source().begin.line) + ": " +
+                      std::string(e.description()));
+  }
+  for (const auto& o : overrides) applyOverride(root, o, path);
+
+  Config config;
+  config.path = path;
+  static const std::vector<std::string> kSections = {"data", "model", "optim", "train",
+                                                     "eval", "distributed", "regularizer"};
+  for (auto&& [key, node] : root) {
+    const std::string name(key.str());
+    if (name == "regularizer") {
+      if (!node.is_array_of_tables())
+        ctx.fail(node, name, "expected [[regularizer]] tables, got " + detail::typeName(node));
+      int index = 0;
+      for (const auto& entry : *node.as_array()) {
+        reg::PenaltySpec spec;
+        const std::string prefix = "regularizer[" + std::to_string(index++) + "]";
+        detail::parseTable(*entry.as_table(), prefix, regularizerFields(), spec, ctx);
+        if (spec.name.empty()) ctx.fail(entry, prefix + ".name", "missing: every [[regularizer]] needs a name");
+        if (spec.name == "decov") spec.name = "cr";  // SPEC §2: decov is an alias of cr
+        config.regularizers.push_back(std::move(spec));
+      }
+      continue;
+    }
+    if (!node.is_table()) {
+      const std::string hint = detail::nearest(name, kSections);
+      ctx.fail(key.source(), name,
+               "unknown top-level key" + (hint.empty() ? std::string() : " (did you mean [" + hint + "]?)"));
+    }
+    const toml::table& table = *node.as_table();
+    if (name == "data") detail::parseTable(table, name, dataFields(), config.data, ctx);
+    else if (name == "model") detail::parseTable(table, name, modelFields(), config.model, ctx);
+    else if (name == "optim") detail::parseTable(table, name, optimFields(), config.optim, ctx);
+    else if (name == "train") detail::parseTable(table, name, trainFields(), config.train, ctx);
+    else if (name == "eval") detail::parseTable(table, name, evalFields(), config.eval, ctx);
+    else if (name == "distributed") detail::parseTable(table, name, distributedFields(), config.distributed, ctx);
+    else {
+      const std::string hint = detail::nearest(name, kSections);
+      ctx.fail(key.source(), name,
+               "unknown section" + (hint.empty() ? std::string() : " (did you mean [" + hint + "]?)"));
+    }
+  }
+  validateCrossFields(config, root, ctx);
+  return config;
+}
+
+std::string toToml(const Config& config) {
+  toml::table root;
+  root.insert_or_assign("data", detail::emitTable(config.data, dataFields()));
+  root.insert_or_assign("model", detail::emitTable(config.model, modelFields()));
+  root.insert_or_assign("optim", detail::emitTable(config.optim, optimFields()));
+  root.insert_or_assign("train", detail::emitTable(config.train, trainFields()));
+  root.insert_or_assign("eval", detail::emitTable(config.eval, evalFields()));
+  root.insert_or_assign("distributed", detail::emitTable(config.distributed, distributedFields()));
+  toml::array regs;
+  for (const auto& spec : config.regularizers) regs.push_back(detail::emitTable(spec, regularizerFields()));
+  if (!regs.empty()) root.insert_or_assign("regularizer", std::move(regs));
+  std::ostringstream out;
+  out << "# Resolved by repshape: every key with its effective value.\n" << root << "\n";
+  return out.str();
+}
+
+}  // namespace repshape

@@ -110,6 +110,10 @@ struct Config {
 // Throws ConfigError with `file:line: key: what was expected`.
 Config loadConfig(const std::string& path, const std::vector<std::string>& overrides = {});
 
+// Names of the model's hidden layers in order (h1…hL for an MLP; conv1/pool1/fc1… for a CNN);
+// the output layer is always "out".
+std::vector<std::string> modelLayerNames(const ModelConfig& model);
+
 // The fully resolved configuration (defaults filled in) as TOML text.
 std::string toToml(const Config& config);
 

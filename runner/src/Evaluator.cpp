@@ -1,0 +1,69 @@
+// Trainer::evaluate: sharded evaluation with exact global results. Each rank runs its contiguous
+// part of the split; loss and error sums and the representation-metric statistics are reduced once,
+// so the figures equal a single-process pass over the whole split for any number of ranks.
+#include "CommReducer.h"
+#include "Json.h"
+#include "Trainer.h"
+
+namespace repshape {
+
+EvalSplitResult Trainer::evaluate(const data::Dataset& split, bool collectMetrics, std::string* layersJson) {
+  torch::NoGradGuard noGrad;
+  const Shard shard = shardOf(split.size(), comm_.rank(), comm_.size());
+  const bool metrics = collectMetrics && !captureLayers_.empty();
+
+  std::vector<reg::MetricAccumulator> accumulators;
+  if (metrics) {
+    reg::MetricOptions options;
+    options.tdvDims.assign(config_.eval.tdvDims.begin(), config_.eval.tdvDims.end());
+    options.udFractions = config_.eval.udFractions;
+    for (const auto& layer : captureLayers_) {
+      options.reluLayer = network_->isReluLayer(layer);
+      accumulators.emplace_back(network_->layerWidth(layer), options);
+    }
+  }
+
+  // [Σ loss, Σ correct] accumulated on the device: no host round trip per batch.
+  torch::Tensor sums = torch::zeros({2}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  std::vector<torch::Tensor> captured;
+  const ForwardContext ctx = context(false, 0, 0, 0);
+  for (int64_t begin = shard.begin; begin < shard.end; begin += config_.eval.batchSize) {
+    const int64_t rows = std::min(config_.eval.batchSize, shard.end - begin);
+    const torch::Tensor x = split.inputs.narrow(0, begin, rows).to(device_);
+    const torch::Tensor y = split.labels.narrow(0, begin, rows).to(device_);
+    const torch::Tensor logits = network_->forward(x, ctx, metrics ? &captured : nullptr);
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    const torch::Tensor correct = logits.argmax(1).eq(y).sum();
+    sums += torch::stack({loss.to(torch::kDouble), correct.to(torch::kDouble)});
+    for (std::size_t i = 0; i < accumulators.size(); ++i) accumulators[i].add(captured[i]);
+  }
+  torch::Tensor global = sums.cpu();
+  if (comm_.size() > 1) {
+    global = global.to(comm_.device());
+    comm_.allReduce(global, dist::ReduceOp::Sum, "eval.sums");
+    global = global.cpu();
+  }
+
+  EvalSplitResult result;
+  result.samples = split.size();
+  const double total = std::max<double>(1.0, static_cast<double>(split.size()));
+  result.loss = global[0].item<double>() / total;
+  result.error = 100.0 * (1.0 - global[1].item<double>() / total);
+
+  if (metrics && layersJson) {
+    CommReducer reducer(comm_, "metrics");
+    JsonWriter json;
+    json.beginObject();
+    for (std::size_t i = 0; i < captureLayers_.size(); ++i) {
+      json.key(captureLayers_[i]).beginObject();
+      for (const auto& [name, value] : accumulators[i].finish(reducer)) json.field(name, value);
+      json.endObject();
+    }
+    json.endObject();
+    *layersJson = json.str();
+  }
+  return result;
+}
+
+}  // namespace repshape
