@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace repshape::dist {
 
@@ -27,9 +28,13 @@ struct CommOptions {
 };
 
 // Bytes moved and seconds spent in collectives since the last reset; rank-local.
+// bytes: payload of allReduce/broadcast, the gathered result of allGatherRows (incl. row counts).
+// seconds: wall time from entering the collective until its result is usable on this rank
+// (includes waiting for late ranks).
 struct CommCounters {
   std::int64_t bytes = 0;
   double seconds = 0.0;
+  std::int64_t calls = 0;  // collectives issued (barriers included)
 };
 
 class Communicator {
@@ -47,9 +52,13 @@ class Communicator {
   virtual void allReduce(torch::Tensor& tensor, ReduceOp op, const char* what) = 0;
   virtual void broadcast(torch::Tensor& tensor, int root, const char* what) = 0;
   // Concatenation of every rank's rows, in rank order: input [n_r, ...] → [Σ_r n_r, ...].
-  // n_r may differ between ranks and may be 0.
-  virtual torch::Tensor allGatherRows(const torch::Tensor& rows, const char* what) = 0;
+  // n_r may differ between ranks and may be 0; trailing shape and dtype must match (checked).
+  // rowCounts (optional) receives n_r for every rank, [size].
+  virtual torch::Tensor allGatherRows(const torch::Tensor& rows, const char* what,
+                                      std::vector<std::int64_t>* rowCounts = nullptr) = 0;
   virtual void barrier(const char* what) = 0;
+
+  double timeoutSeconds() const { return timeoutSeconds_; }
 
   // Ends every rank of the job at once (MPI_Abort / ncclCommAbort); for fatal errors only.
   [[noreturn]] virtual void abort(int exitCode, const std::string& why) = 0;
@@ -58,7 +67,9 @@ class Communicator {
   void resetCounters() { counters_ = {}; }
 
  protected:
+  explicit Communicator(double timeoutSeconds = 300.0) : timeoutSeconds_(timeoutSeconds) {}
   CommCounters counters_;
+  double timeoutSeconds_;
 };
 
 // Creates the backend chosen by `options` (Auto: MPI when the process was started by mpirun).
@@ -88,11 +99,68 @@ enum class ReduceBackward {
 // Sum over ranks, differentiable.
 torch::Tensor allReduceSum(Communicator& comm, const torch::Tensor& local, ReduceBackward backward,
                            const char* what);
-// Element-wise max over ranks, differentiable: the gradient of each element goes to the ranks whose
-// local value equals the global maximum (replicated consumer, as Identity above).
+// Element-wise max over ranks, differentiable: the gradient of each element goes to the lowest rank
+// whose local value equals the global maximum (replicated consumer, as Identity above), so a tie
+// across ranks is counted once. Costs two collectives (MAX of values, MIN of the tied rank).
 torch::Tensor allReduceMax(Communicator& comm, const torch::Tensor& local, const char* what);
 // All-gather of rows for a replicated consumer: backward returns this rank's slice of the incoming
-// gradient (no scale, no reduction).
+// gradient (no scale, no reduction). Ranks may contribute different row counts, including 0.
 torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what);
+// All three accept tensors on any device (moved to comm.device() for the transfer and back) and of
+// any shape; the result has the input's device and dtype. Backward of allReduceSum(Sum) issues a
+// collective, so every rank must run backward over the same graph.
+
+// ---- Gradient synchronisation -------------------------------------------------------------
+
+struct GradientAllReducerOptions {
+  std::int64_t bucketBytes = 4 << 20;  // bytes per fused all-reduce (the last bucket may be smaller)
+  double scale = 1.0;                  // applied after the sum; SPEC §4 wants the plain sum (1.0)
+};
+
+// Sums parameter gradients across ranks in place, with one all-reduce per bucket of a few MB
+// (flatten → all-reduce → scatter back). A parameter whose grad is undefined on this rank
+// contributes zeros, so every rank issues identical collectives; after the call its grad is
+// defined iff it was defined on at least one rank (a per-parameter flag travels in the bucket).
+// No overlap with backward: Open MPI's CPU non-blocking collectives only progress inside MPI
+// calls, so without a progress thread starting buckets early gains little here.
+class GradientAllReducer {
+ public:
+  GradientAllReducer(Communicator& comm, std::vector<torch::Tensor> parameters,
+                     GradientAllReducerOptions options = {});
+  // Call on every rank after backward, before the optimizer step.
+  void allReduce();
+  std::int64_t numBuckets() const { return static_cast<std::int64_t>(buckets_.size()); }
+  std::int64_t bytesPerCall() const;  // payload bytes of one allReduce() over all buckets
+
+ private:
+  struct Bucket {
+    std::vector<std::size_t> params;  // indices into parameters_
+    std::int64_t numel = 0;           // Σ numel of the parameters (flags excluded)
+    std::string what;                 // "gradients[b]" for error messages
+  };
+  Communicator& comm_;
+  std::vector<torch::Tensor> parameters_;
+  GradientAllReducerOptions options_;
+  std::vector<Bucket> buckets_;
+};
+
+// ---- Fault injection (tests of the failure paths) -----------------------------------------
+
+enum class FaultKind { None, Crash, Stall };
+
+// Parsed from "rank=1,step=5,kind=crash" (kind: crash | stall; keys in any order, all required).
+struct FaultSpec {
+  int rank = -1;
+  std::int64_t step = -1;
+  FaultKind kind = FaultKind::None;
+  bool enabled() const { return kind != FaultKind::None; }
+};
+
+// Empty text → disabled spec. Throws std::invalid_argument quoting the text and the bad part.
+FaultSpec parseFault(const std::string& text);
+// Call once per training step on every rank. On the matching rank and step: crash prints a
+// message and _exit(3)s (no unwinding, no MPI_Finalize — like a segfault); stall prints a message
+// and sleeps forever (like a deadlock). Other ranks then hit the collective deadline.
+void maybeInjectFault(const FaultSpec& spec, int rank, std::int64_t step);
 
 }  // namespace repshape::dist
