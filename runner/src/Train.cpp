@@ -25,13 +25,15 @@ constexpr const char* kTrainUsage =
     "  --set section.key=value  override one config key (value in TOML syntax; bare words are strings;\n"
     "                           regularizer.N.key addresses the N-th [[regularizer]])\n"
     "  --out DIR                output directory (default runs/<config name>)\n"
-    "  --fault rank=R,step=S,kind=crash|stall   inject a fault (tests of the failure paths)\n";
+    "  --fault rank=R,step=S,kind=crash|stall   inject a fault (tests of the failure paths)\n"
+    "  --dump-gradients FILE    write the summed parameter gradients of step 1 (tests of SPEC §4)\n";
 
 struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
   std::string out;
   std::string fault;
+  std::string gradientDump;
 };
 
 // Rank as told by the launcher, before MPI is initialised: only rank 0 prints input errors.
@@ -68,6 +70,10 @@ bool parseArgs(int argc, char** argv, TrainArgs& args, std::string& error) {
       const char* v = value("--fault");
       if (!v) return false;
       args.fault = v;
+    } else if (arg == "--dump-gradients") {
+      const char* v = value("--dump-gradients");
+      if (!v) return false;
+      args.gradientDump = v;
     } else if (arg.rfind("--", 0) == 0) {
       error = "unknown option " + arg;
       return false;
@@ -155,7 +161,7 @@ int runTrain(int argc, char** argv) {
       std::fflush(stdout);
     }
     Trainer trainer(config, data, *comm);
-    trainer.run(args.out, fault.enabled() ? &fault : nullptr);
+    trainer.run(args.out, fault.enabled() ? &fault : nullptr, args.gradientDump);
     if (comm->rank() == 0) std::printf("repshape: wrote %s/{config.resolved.toml,steps.jsonl,result.json}\n", args.out.c_str());
   } catch (const std::exception& e) {
     const std::string message = "repshape[rank " + std::to_string(comm->rank()) + "]: error: " + e.what();

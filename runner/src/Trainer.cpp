@@ -36,6 +36,25 @@ std::string penaltyKey(const reg::PenaltyValue& v) { return v.name + "@" + v.tar
 
 }  // namespace
 
+void Trainer::writeGradients(const std::string& path) {
+  std::string text;
+  char buffer[32];
+  for (const auto& p : network_->parameters()) {
+    const torch::Tensor g = p.grad().defined() ? p.grad().detach().to(torch::kDouble).cpu().flatten()
+                                               : torch::zeros({p.numel()}, torch::kDouble);
+    const double* values = g.data_ptr<double>();
+    for (int64_t i = 0; i < g.numel(); ++i) {
+      std::snprintf(buffer, sizeof buffer, "%.12g\n", values[i]);
+      text += buffer;
+    }
+  }
+  writeFileAtomically(path, text);
+}
+
+namespace {
+
+}  // namespace
+
 Shard shardOf(int64_t globalRows, int rank, int world) {
   const int64_t base = globalRows / world, extra = globalRows % world;
   Shard s;
@@ -82,7 +101,7 @@ ForwardContext Trainer::context(bool training, int64_t globalBatch, int64_t rowO
   return ctx;
 }
 
-void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault) {
+void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault, const std::string& gradientDump) {
   const auto& train = config_.train;
   const int rank = comm_.rank(), world = comm_.size();
   const bool writer = rank == 0;
@@ -150,6 +169,7 @@ void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault) {
     optimizer->zero_grad();
     loss.backward();
     gradients.allReduce();
+    if (step == 0 && writer && !gradientDump.empty()) writeGradients(gradientDump);
     optimizer->step();
     const dist::CommCounters afterGrads = comm_.counters();
     samplesSinceLog += globalRows;

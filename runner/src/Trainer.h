@@ -41,12 +41,15 @@ class Trainer {
   Trainer(const Config& config, const data::DataSplits& data, dist::Communicator& comm);
 
   // Trains and writes DIR/steps.jsonl (rank 0) then DIR/result.json (rank 0, atomically).
-  void run(const std::string& outDir, const dist::FaultSpec* fault);
+  // With `gradientDump`, rank 0 also writes the summed parameter gradients of the first step there
+  // (one value per line, parameters in registration order): the W-rank vs 1-process check.
+  void run(const std::string& outDir, const dist::FaultSpec* fault, const std::string& gradientDump = "");
 
   Network& network() { return network_; }
 
  private:
   ForwardContext context(bool training, int64_t globalBatch, int64_t rowOffset, int64_t step) const;
+  void writeGradients(const std::string& path);
   EvalSplitResult evaluate(const data::Dataset& split, bool collectMetrics, std::string* layersJson);
 
   const Config& config_;

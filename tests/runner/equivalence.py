@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+"""SPEC §4 contract, end to end through the real binary: `repshape train` on W ranks under mpirun
+follows the one-process trajectory. For one penalty family, trains 50 steps with a global batch of
+37 (not divisible by W) on 187 samples (a short last batch of 2 rows, so at W = 3 and 4 some ranks
+get an EMPTY shard), then compares against a plain single process:
+  * the per-step loss, task loss and every penalty value to 1e-4 relative,
+  * the summed parameter gradients of the first step to 1e-5 (relative to the largest entry),
+  * the evaluation results (errors, losses, representation metrics) to 1e-4 relative.
+Every run has a watchdog: a hang fails the test instead of stalling CI."""
+import argparse, json, math, os, subprocess, sys, tempfile
+
+BASE = """
+[data]
+source = "factors"
+samples = 187
+test_samples = 150
+factors = 6
+input_dim = 24
+seed = 3
+
+[model]
+hidden = [16, 12]
+activation = "{activation}"
+{model_extra}
+
+[optim]
+name = "adam"
+lr = 0.003
+
+[train]
+steps = 50
+batch_size = 37
+seed = 11
+timings = false
+
+[eval]
+batch_size = 40
+layers = ["h1", "h2"]
+"""
+
+def reg(name, targets, **extra):
+    lines = ["[[regularizer]]", f'name = "{name}"', f"weight = {extra.pop('weight', 0.1)}",
+             "targets = [" + ", ".join(f'"{t}"' for t in targets) + "]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+FAMILIES = {
+    "cr_lsigma_corr": ("relu", "", reg("cr", ["h1"]) + reg("lsigma", ["h2"]) + reg("corr", ["h1", "h2"], weight=0.5)),
+    "cwcr_cwvr": ("relu", "", reg("cw-cr", ["h2"], weight=0.5) + reg("cw-vr", ["h1"], normalized=True)),
+    "rr_holder_cwrr": ("relu", "", reg("rr", ["h2"]) + reg("cw-rr", ["h1"], weight=0.05)),
+    "rr_exact": ("relu", "", reg("rr", ["h1"], method="exact")),
+    "l1r_xcov": ("relu", "", reg("l1r", ["h1"], weight=0.001) + reg("xcov", ["h2"])),
+    "lmulti": ("sigmoid", "", reg("lmulti", ["h2"], margin=0.5) + reg("lmulti-unsup", ["h1"], weight=0.05)),
+    "weights_lsingle": ("relu", "", reg("l1w", [], weight=0.001) + reg("l2w", ["h1", "out"], weight=0.01)
+                        + reg("lsingle", ["h2"], margin=1.0)),
+    "bn_dropout": ("relu", 'dropout = 0.3\ndropout_layers = ["h1"]\nbatch_norm_layers = ["h1", "h2"]',
+                   reg("cw-cr", ["h2"], weight=0.2)),
+}
+
+def run(cmd, timeout):
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, text=True)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"FAIL: watchdog: {' '.join(cmd)} still running after {timeout} s")
+    if p.returncode != 0:
+        sys.exit(f"FAIL: exit {p.returncode}: {' '.join(cmd)}\n{p.stdout}")
+
+def numbers(obj, prefix=""):
+    """Flattens a JSON object into {path: number} for every numeric leaf."""
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(numbers(v, f"{prefix}.{k}" if prefix else k))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
+    return out
+
+def close(a, b, rel, floor=1e-9):
+    return abs(a - b) <= rel * max(abs(a), abs(b), floor)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    ap.add_argument("--worlds", default="1,2,3,4")
+    ap.add_argument("--timeout", type=int, default=120)
+    args = ap.parse_args()
+    activation, model_extra, regs = FAMILIES[args.family]
+    work = tempfile.mkdtemp(prefix=f"repshape-equiv-{args.family}-")
+    config = os.path.join(work, "c.toml")
+    with open(config, "w") as f:
+        f.write(BASE.format(activation=activation, model_extra=model_extra) + regs)
+
+    def train(world):
+        out = os.path.join(work, f"w{world}")
+        cmd = [args.bin, "train", config, "--out", out, "--dump-gradients", os.path.join(work, f"grad{world}.txt")]
+        if world > 0:
+            cmd = ["mpirun", "-np", str(world), "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader"] + cmd
+        run(cmd, args.timeout)
+        steps = [json.loads(l) for l in open(os.path.join(out, "steps.jsonl"))]
+        grads = [float(x) for x in open(os.path.join(work, f"grad{world}.txt"))]
+        result = json.load(open(os.path.join(out, "result.json")))
+        return steps, grads, result
+
+    ref_steps, ref_grads, ref_result = train(0)  # plain process, single backend
+    assert len(ref_steps) == 50, len(ref_steps)
+    gmax = max(abs(g) for g in ref_grads)
+    assert gmax > 0, "reference gradient is zero: the test would be vacuous"
+    failures = []
+    for world in [int(w) for w in args.worlds.split(",")]:
+        steps, grads, result = train(world)
+        worst = 0.0
+        for s_ref, s in zip(ref_steps, steps):
+            for key, value in numbers(s_ref).items():
+                if key in ("stats_bytes", "grad_bytes"):
+                    continue  # communication volume legitimately depends on W
+                other = numbers(s).get(key)
+                if other is None or not close(value, other, 1e-4):
+                    failures.append(f"W={world} step {s_ref['step']} {key}: {other} vs 1-process {value}")
+                else:
+                    worst = max(worst, abs(value - other) / max(abs(value), 1e-9))
+        if len(steps) != len(ref_steps):
+            failures.append(f"W={world}: {len(steps)} steps logged, expected {len(ref_steps)}")
+        gdiff = max(abs(a - b) for a, b in zip(grads, ref_grads)) if len(grads) == len(ref_grads) else math.inf
+        if gdiff > 1e-5 * gmax:
+            failures.append(f"W={world}: first-step gradient differs by {gdiff:.3g} (max |g| {gmax:.3g})")
+        ref_numbers, w_numbers = numbers(ref_result), numbers(result)
+        for key, value in ref_numbers.items():
+            if key in ("world_size",) or key.endswith("wall_s"):
+                continue
+            if key not in w_numbers or not close(value, w_numbers[key], 1e-4, floor=1e-6):
+                failures.append(f"W={world} result.{key}: {w_numbers.get(key)} vs 1-process {value}")
+        print(f"W={world}: worst per-step relative loss difference {worst:.2e}, gradient max diff {gdiff:.2e} (max |g| {gmax:.2e})")
+    if failures:
+        print("FAIL:\n  " + "\n  ".join(failures[:40]))
+        sys.exit(1)
+    print(f"PASS {args.family}")
+
+main()
