@@ -36,4 +36,8 @@ struct DataSplits {
 // train_size subset are drawn from one seeded permutation of the training set.
 DataSplits loadData(const DataConfig& config, uint64_t seed);
 
+// Lengths int64 [N] of zero-padded pen-stroke sequences [N, T, 4] (`dx dy eos eod`, source
+// "strokes"): each sequence ends at its only row with eod = 1.
+torch::Tensor sequenceLengths(const torch::Tensor& strokes);
+
 }  // namespace repshape::data
