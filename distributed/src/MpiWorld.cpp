@@ -216,7 +216,8 @@ std::string MpiWorld::diagnose(const Pending& pending) {
       silent << (silentCount++ ? "," : "") << r;
     } else if (replies[r].seq >= 0) {
       replies[r].what[kWhatChars - 1] = 0;
-      waiting << " rank " << r << " in '" << replies[r].what << "' (#" << replies[r].seq << ");";
+      waiting << (waiting.tellp() > 0 ? ", " : " ") << "rank " << r << " in '" << replies[r].what
+              << "' (#" << replies[r].seq << ")";
     }
   }
   std::ostringstream text;

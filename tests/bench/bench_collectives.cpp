@@ -1,0 +1,131 @@
+// Collective costs of the distributed penalties: one all-reduce of the packed statistics per step
+// versus all-gathering the activations themselves.
+//
+//   tests/mpirun_test.sh 2 300 build/tests/bench/bench_collectives [--classes 100] [--width 128]
+//                        [--rows 500] [--iters 20]
+//
+// cw-cr packs, per regularized layer, the global count, Σz and ZᵀZ plus the same per class:
+// (1 + M + M²)(K + 1) doubles (SPEC §4). Gathering instead moves the N×M fp32 activations.
+
+#include <repshape/distributed/Communicator.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace repshape;
+
+struct Timing {
+  double median = 0;  // seconds per call
+  double min = 0;
+  std::int64_t bytes = 0;  // CommCounters bytes of one call on this rank
+};
+
+template <typename Call>
+Timing measure(dist::Communicator& comm, int iterations, Call call) {
+  call();  // warm-up: allocations, MPI connection setup
+  std::vector<double> seconds;
+  comm.barrier("bench.sync");
+  for (int i = 0; i < iterations; ++i) {
+    comm.resetCounters();
+    call();
+    seconds.push_back(comm.counters().seconds);
+  }
+  Timing timing;
+  timing.bytes = comm.counters().bytes;
+  std::sort(seconds.begin(), seconds.end());
+  timing.median = seconds[seconds.size() / 2];
+  timing.min = seconds.front();
+  return timing;
+}
+
+void report(const dist::Communicator& comm, const char* name, std::int64_t formulaBytes,
+            const std::string& formula, const Timing& t, std::int64_t wireBytes) {
+  if (comm.rank() != 0) return;
+  std::printf("%-28s %12lld B/step (%s)  counters %12lld B  median %9.3f ms  min %9.3f ms  "
+              "bus %7.3f GB/s\n",
+              name, static_cast<long long>(formulaBytes), formula.c_str(),
+              static_cast<long long>(t.bytes), t.median * 1e3, t.min * 1e3,
+              wireBytes / t.median / 1e9);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::int64_t classes = 100, width = 128, rows = 500;
+  int iterations = 20;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const long long value = std::stoll(argv[i + 1]);
+    if (flag == "--classes") classes = value;
+    else if (flag == "--width") width = value;
+    else if (flag == "--rows") rows = value;
+    else if (flag == "--iters") iterations = static_cast<int>(value);
+    else { std::fprintf(stderr, "unknown flag %s\n", argv[i]); return 2; }
+  }
+  const std::unique_ptr<dist::Communicator> comm = dist::makeCommunicator({});
+  const int w = comm->size();
+  const int rank = comm->rank();
+  if (rank == 0) {
+    std::printf("bench_collectives: backend %s, W=%d, K=%lld classes, M=%lld units, N=%lld rows, "
+                "%d iterations\n", comm->backendName().c_str(), w, static_cast<long long>(classes),
+                static_cast<long long>(width), static_cast<long long>(rows), iterations);
+    std::printf("bus bandwidth = ring bytes on the wire per rank / median: all-reduce 2(W-1)/W·S, "
+                "all-gather (W-1)/W·S\n");
+  }
+  const double ring = w > 1 ? 2.0 * (w - 1) / w : 1.0;
+  const double gatherShare = w > 1 ? (w - 1.0) / w : 1.0;
+
+  // Latency floor: one double.
+  torch::Tensor tiny = torch::ones({1}, torch::kDouble);
+  const Timing tinyTiming = measure(*comm, iterations * 50, [&] {
+    comm->allReduce(tiny, dist::ReduceOp::Sum, "bench.tiny");
+  });
+  report(*comm, "all-reduce 1 double", 8, "8", tinyTiming, static_cast<std::int64_t>(ring * 8));
+
+  // cr / decov on one layer: 1 + M + M² doubles.
+  const std::int64_t layerStats = 1 + width + width * width;
+  torch::Tensor cr = torch::rand({layerStats}, torch::kDouble);
+  const Timing crTiming = measure(*comm, iterations * 5, [&] {
+    comm->allReduce(cr, dist::ReduceOp::Sum, "bench.cr");
+  });
+  report(*comm, "all-reduce cr stats", layerStats * 8, "8(1+M+M^2)", crTiming,
+         static_cast<std::int64_t>(ring * layerStats * 8));
+
+  // cw-cr: global plus per-class sums.
+  const std::int64_t cwcrStats = layerStats * (classes + 1);
+  torch::Tensor cwcr = torch::rand({cwcrStats}, torch::kDouble);
+  const Timing cwcrTiming = measure(*comm, iterations, [&] {
+    comm->allReduce(cwcr, dist::ReduceOp::Sum, "bench.cwcr");
+  });
+  report(*comm, "all-reduce cw-cr stats", cwcrStats * 8, "8(1+M+M^2)(K+1)", cwcrTiming,
+         static_cast<std::int64_t>(ring * cwcrStats * 8));
+
+  // The alternative: gather the activations (N rows of M fp32 over all ranks, split as the trainer
+  // shards a batch) and compute the statistics redundantly on every rank.
+  const std::int64_t mine = rows / w + (rank < rows % w ? 1 : 0);
+  const torch::Tensor activations = torch::rand({mine, width}, torch::kFloat);
+  const Timing gatherTiming = measure(*comm, iterations * 5, [&] {
+    comm->allGatherRows(activations, "bench.gather");
+  });
+  report(*comm, "all-gather activations", rows * width * 4, "4NM (+24W counts)", gatherTiming,
+         static_cast<std::int64_t>(gatherShare * rows * width * 4));
+
+  // Gradient all-reduce of a model this size: an MLP 784-1000-1000-10 in fp32, 4 MB buckets.
+  std::vector<torch::Tensor> params = {torch::zeros({1000, 784}), torch::zeros({1000}),
+                                       torch::zeros({1000, 1000}), torch::zeros({1000}),
+                                       torch::zeros({10, 1000}), torch::zeros({10})};
+  for (auto& p : params) p.mutable_grad() = torch::rand(p.sizes());
+  dist::GradientAllReducer gradients(*comm, params);
+  const Timing gradTiming = measure(*comm, iterations, [&] { gradients.allReduce(); });
+  if (rank == 0) {
+    std::printf("gradient buckets: %lld of <= 4 MiB\n", static_cast<long long>(gradients.numBuckets()));
+  }
+  report(*comm, "gradient all-reduce MLP", gradients.bytesPerCall(), "4(#params + #tensors)",
+         gradTiming, static_cast<std::int64_t>(ring * gradients.bytesPerCall()));
+  return 0;
+}
