@@ -1,1 +1,0 @@
-#include <repshape/regularizers/Regularizers.h>

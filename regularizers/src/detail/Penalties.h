@@ -1,0 +1,39 @@
+#pragma once
+// The penalty formulas of SPEC §2, each a function of already-reduced statistics (activation
+// penalties) or of gathered rows / weights (pair and parameter penalties). All math is fp64.
+
+#include <repshape/regularizers/Regularizers.h>
+
+#include "detail/Statistics.h"
+
+#include <string>
+
+namespace repshape::reg::detail {
+
+enum class PenaltyKind {
+  kLsigma, kCr, kCwCr, kVr, kCwVr, kL1r, kRr, kCwRr, kCorr, kXcov,  // from layer statistics
+  kLmulti, kLmultiUnsup,                                            // pairs of gathered rows
+  kLsingle, kL1w, kL2w                                              // parameters only
+};
+
+// Throws std::invalid_argument for an unknown name; `decov` is `cr`.
+PenaltyKind penaltyKind(const std::string& name);
+const char* canonicalName(PenaltyKind kind);
+bool usesStatistics(PenaltyKind kind);
+bool usesPairs(PenaltyKind kind);
+bool isParameterPenalty(PenaltyKind kind);
+
+// Sums one statistics penalty needs from its layer.
+StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method);
+
+// Ω of a statistics penalty (scalar fp64) of a layer of `width` units. numClasses: K of the task
+// (normalized divisors).
+torch::Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerStats& stats, int64_t width,
+                                int64_t numClasses);
+
+// lmulti (labels defined) / lmulti-unsup (labels undefined) over all gathered rows z [N, M].
+torch::Tensor pairHingePenalty(const torch::Tensor& z, const torch::Tensor& labels, double margin);
+// lsingle over the rows of a weight matrix [out, in].
+torch::Tensor lsinglePenalty(const torch::Tensor& weight, double margin);
+
+}  // namespace repshape::reg::detail
