@@ -73,8 +73,9 @@ FaultSpec parseFault(const std::string& text) {
 void maybeInjectFault(const FaultSpec& spec, int rank, std::int64_t step) {
   if (!spec.enabled() || rank != spec.rank || step != spec.step) return;
   const char* kind = spec.kind == FaultKind::Crash ? "crash" : "stall";
-  std::fprintf(stderr, "%sinjected fault: %s at step %lld\n", detail::logPrefix().c_str(), kind,
-               static_cast<long long>(step));
+  // The caller's rank, not MpiWorld's: the Single backend never initialises MPI.
+  std::fprintf(stderr, "repshape[rank %d@%s]: injected fault: %s at step %lld\n", rank,
+               detail::hostName().c_str(), kind, static_cast<long long>(step));
   std::fflush(stderr);
   if (spec.kind == FaultKind::Crash) _exit(3);  // no unwinding, no MPI_Finalize: like a segfault
   for (;;) std::this_thread::sleep_for(std::chrono::hours(1));

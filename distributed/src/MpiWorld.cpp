@@ -17,8 +17,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr double kSpinSeconds = 100e-6;   // busy-poll this long before sleeping (small buffers)
-constexpr double kFirstSleep = 20e-6;     // then sleep, doubling up to kMaxSleep
+// Poll MPI_Test this long before sleeping: small buffers complete within microseconds, and Open
+// MPI's non-blocking collectives (libnbc) only progress inside MPI calls, so a multi-MB
+// all-reduce needs frequent tests (sleeping after 100 µs doubled its median time). Blocking
+// MPI_Allreduce spins forever; we spin with sched_yield (oversubscribed ranks still run) for
+// kSpinSeconds, then sleep with exponential backoff.
+constexpr double kSpinSeconds = 5e-3;
+constexpr double kFirstSleep = 50e-6;     // then sleep, doubling up to kMaxSleep
 constexpr double kMaxSleep = 1e-3;
 constexpr int kQueryTag = 71;              // diag_: "which collective are you in?"
 constexpr int kReplyTag = 72;              // diag_: Reply

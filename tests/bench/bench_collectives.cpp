@@ -9,6 +9,8 @@
 
 #include <repshape/distributed/Communicator.h>
 
+#include <mpi.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -104,6 +106,26 @@ int main(int argc, char** argv) {
   });
   report(*comm, "all-reduce cw-cr stats", cwcrStats * 8, "8(1+M+M^2)(K+1)", cwcrTiming,
          static_cast<std::int64_t>(ring * cwcrStats * 8));
+
+  // Reference without deadline: Open MPI's blocking MPI_Allreduce (tuned, spins until done).
+  if (comm->backendName() == "mpi") {
+    torch::Tensor raw = cwcr.clone();
+    std::vector<double> seconds;
+    for (int i = 0; i <= iterations; ++i) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      const double start = MPI_Wtime();
+      MPI_Allreduce(MPI_IN_PLACE, raw.data_ptr(), static_cast<int>(cwcrStats), MPI_DOUBLE, MPI_SUM,
+                    MPI_COMM_WORLD);
+      if (i > 0) seconds.push_back(MPI_Wtime() - start);  // i = 0: warm-up
+    }
+    std::sort(seconds.begin(), seconds.end());
+    Timing timing;
+    timing.bytes = cwcrStats * 8;
+    timing.median = seconds[seconds.size() / 2];
+    timing.min = seconds.front();
+    report(*comm, "  (blocking MPI_Allreduce)", cwcrStats * 8, "reference, no deadline", timing,
+           static_cast<std::int64_t>(ring * cwcrStats * 8));
+  }
 
   // The alternative: gather the activations (N rows of M fp32 over all ranks, split as the trainer
   // shards a batch) and compute the statistics redundantly on every rank.
