@@ -54,7 +54,8 @@ struct Shard {
 Shard makeShard(const torch::Tensor& localRows, Reducer& reducer) {
   TORCH_CHECK(localRows.dim() >= 1, "clustering rows must be [n, ...], got ", localRows.sizes());
   Shard s;
-  const auto x = localRows.reshape({localRows.size(0), -1}).to(torch::kCPU, torch::kFloat64);
+  const auto flat = localRows.dim() == 1 ? localRows.unsqueeze(1) : localRows.flatten(1);
+  const auto x = flat.to(torch::kCPU, torch::kFloat64);  // [n, M]
   s.rows = x.size(0);
   s.rank = detail::reducerRank(reducer);
   const int world = reducer.worldSize();
@@ -85,7 +86,8 @@ torch::Tensor drawRows(const Shard& s, const torch::Tensor& weights,
     const double scale = detail::globalLimbScale(weights, reducer);
     if (scale > 0.0) {
       // N·2^bits < 2^52 keeps every prefix and the total exact.
-      const int bits = std::min(30, 52 - static_cast<int>(std::ceil(std::log2(s.globalRows + 1.0))));
+      const int rowBits = static_cast<int>(std::ceil(std::log2(s.globalRows + 1.0)));
+      const int bits = std::min(30, 52 - rowBits);
       cumulative = torch::round(weights * (std::ldexp(1.0, bits) / scale)).cumsum(0);
       auto mine = torch::zeros({world}, torch::kFloat64);
       mine[s.rank] = s.rows > 0 ? cumulative[s.rows - 1].item<double>() : 0.0;
@@ -270,7 +272,8 @@ KMeansResult kmeans(const torch::Tensor& localRows, const ClusteringOptions& opt
   TORCH_CHECK(options.maxIter >= 1, "kmeans needs max_iter >= 1, got ", options.maxIter);
   TORCH_CHECK(options.tol >= 0.0, "kmeans needs tol >= 0, got ", options.tol);
   const Shard s = makeShard(localRows, reducer);
-  TORCH_CHECK(s.globalRows >= options.k, "kmeans with k = ", options.k, " needs at least k rows, got ",
+  TORCH_CHECK(s.globalRows >= options.k, "kmeans with k = ", options.k,
+              " needs at least k rows, got ",
               s.globalRows, " over ", reducer.worldSize(), " ranks");
   // scikit-learn's tolerance: tol × mean over units of the (biased) variance.
   const auto variance = detail::exactColumnSums(s.x * s.x, reducer).contiguous();  // [M] Σx²

@@ -25,7 +25,8 @@ MiBounds informationBounds(const torch::Tensor& localRows, const torch::Tensor& 
   TORCH_CHECK(options.blockElements >= 1, "blockElements must be >= 1, got ",
               options.blockElements);
   TORCH_CHECK(localRows.dim() >= 1, "MI rows must be [n, ...], got ", localRows.sizes());
-  const auto x = localRows.reshape({localRows.size(0), -1}).to(torch::kCPU, torch::kFloat64);
+  const auto flat = localRows.dim() == 1 ? localRows.unsqueeze(1) : localRows.flatten(1);
+  const auto x = flat.to(torch::kCPU, torch::kFloat64);  // [n, M]
   const auto labels = localLabels.reshape({-1}).to(torch::kCPU, torch::kInt64);
   const int64_t n = x.size(0);
   TORCH_CHECK(labels.numel() == n, "informationBounds: ", n, " rows but ", labels.numel(),

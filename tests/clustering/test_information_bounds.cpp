@@ -35,9 +35,8 @@ TEST(InformationBounds, EqualDirectNumPyComputation) {
   for (double sigma2 : {0.1, 1.0, 0.01}) {
     // Three classes of unequal sizes and spreads; fp32 rows as the trainer hands them over.
     const auto labels = torch::randint(0, 3, {45}, gen, torch::kInt64);
-    const auto rows = (torch::randn({45, 4}, gen) * (0.3 + labels.unsqueeze(1).to(torch::kFloat32)) +
-                       labels.unsqueeze(1).to(torch::kFloat32))
-                          .to(torch::kFloat32);
+    const auto classOf = labels.unsqueeze(1).to(torch::kFloat32);  // [45, 1]
+    const auto rows = torch::randn({45, 4}, gen) * (0.3 + classOf) + classOf;
     LocalReducer reducer;
     const auto b = informationBounds(rows, labels, 0, sigma2, reducer);
     const auto ref = reference(rows, labels, sigma2);
@@ -74,7 +73,8 @@ TEST(InformationBounds, OrderedAndBoundedByLogN) {
   };
   for (size_t d = 0; d < datasets.size(); ++d) {
     for (double sigma2 : {0.1, 10.0}) {
-      const auto b = informationBounds(datasets[d], labels, 6, sigma2, reducer);  // classes 4, 5 empty
+      // numClasses 6: classes 4 and 5 are empty and must be skipped.
+      const auto b = informationBounds(datasets[d], labels, 6, sigma2, reducer);
       EXPECT_GE(b.xLower, -1e-12) << "dataset " << d;
       EXPECT_LE(b.xLower, b.xUpper + 1e-12) << "dataset " << d;
       EXPECT_LE(b.xUpper, std::log(static_cast<double>(n)) + 1e-12) << "dataset " << d;

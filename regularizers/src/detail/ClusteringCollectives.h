@@ -2,8 +2,8 @@
 // Collectives for clustering and MI bounds whose results do not depend on the number of ranks.
 //
 // Floating-point sums change in the last bit with the order of addition, so a plain all-reduce of
-// fp64 centroid sums differs between W = 1 and W = 3 and a near-tie can flip a label. Here every sum
-// that decides something is exact: values are split into integer "limbs" against a global
+// fp64 centroid sums differs between W = 1 and W = 3 and a near-tie can flip a label. Here every
+// sum that decides something is exact: values are split into integer "limbs" against a global
 // power-of-two scale, and integer-valued fp64 sums below 2^53 are exact in any order.
 
 #include <repshape/regularizers/Regularizers.h>

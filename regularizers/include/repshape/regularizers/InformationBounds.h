@@ -2,7 +2,7 @@
 // repshape/regularizers: Kolchinsky–Tracey pairwise bounds on the mutual information between a
 // representation T and its input X / labels Y (SPEC §3, Choi et al. §5), with Gaussian noise σ².
 //
-//   Ĥ_c(T) = −(1/N) Σ_i ln[(1/N) Σ_j exp(−D_ij / (c σ²))],   D_ij = ‖t_i − t_j‖² ≥ 0, j = i included
+//   Ĥ_c(T) = −(1/N) Σ_i ln[(1/N) Σ_j exp(−D_ij / (c σ²))],  D_ij = ‖t_i − t_j‖² ≥ 0, j = i included
 //   I(T;X) upper = Ĥ_2, lower = Ĥ_8   (KL and Bhattacharyya pairwise distances)
 //   I(T;Y) upper/lower = Ĥ_c(T) − Σ_k p_k Ĥ_c(T | Y = k),  p_k = n_k / N, c = 2 / 8
 //
