@@ -15,7 +15,8 @@ using detail::ParseContext;
 namespace detail {
 
 std::string ParseContext::where(const toml::source_region& source) const {
-  if (source.begin.line == 0) return file + ": --set";  // nodes inserted by --set have no source
+  // Values given with --set are parsed with the source path "--set".
+  if (source.begin.line == 0 || (source.path && *source.path == kOverrideSource)) return file + ": --set";
   return file + ":" + std::to_string(source.begin.line);
 }
 
@@ -214,7 +215,7 @@ void applyOverride(toml::table& root, const std::string& text, const std::string
   const std::string valueText = text.substr(eq + 1);
   toml::table parsed;
   try {
-    parsed = toml::parse("v = " + valueText);
+    parsed = toml::parse("v = " + valueText, detail::kOverrideSource);
   } catch (const toml::parse_error&) {
     parsed = toml::table{{"v", valueText}};
   }
@@ -229,6 +230,7 @@ void applyOverride(toml::table& root, const std::string& text, const std::string
     if (child && child->is_array_of_tables()) {
       // regularizer.0.weight=…, or regularizer.weight=… when there is exactly one.
       toml::array& tables = *child->as_array();
+      const std::string arrayName = parts[i];
       std::size_t index = 0;
       if (i + 2 < parts.size() && !parts[i + 1].empty() &&
           parts[i + 1].find_first_not_of("0123456789") == std::string::npos) {
@@ -238,7 +240,7 @@ void applyOverride(toml::table& root, const std::string& text, const std::string
                           std::to_string(tables.size()) + " entries; name one as " + parts[i] + ".N.key");
       }
       if (index >= tables.size())
-        throw ConfigError(file + ": --set '" + text + "': " + parts[i] + " has no entry " + std::to_string(index));
+        throw ConfigError(file + ": --set '" + text + "': " + arrayName + " has no entry " + std::to_string(index));
       table = tables.get(index)->as_table();
       continue;
     }

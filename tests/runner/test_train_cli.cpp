@@ -23,8 +23,8 @@ TEST(TrainCli, FashionMlpWritesThreeFilesAndLearns) {
   ASSERT_TRUE(fs::exists(out / "config.resolved.toml"));
   const std::string steps = test::readFile(out / "steps.jsonl");
   const std::string result = test::readFile(out / "result.json");
-  // 10 000 samples, batch 100, 2 epochs → 200 steps, one line each.
-  EXPECT_EQ(countLines(steps), 200u);
+  // 10 000 samples, batch 100, 5 epochs → 500 steps, one line each.
+  EXPECT_EQ(countLines(steps), 500u);
   for (const char* key : {"\"step\":", "\"epoch\":", "\"loss\":", "\"task_loss\":", "\"penalty\":", "\"samples_per_s\":"})
     EXPECT_NE(steps.find(key), std::string::npos) << key;
   const double first = test::jsonNumber(steps, "task_loss");
@@ -72,6 +72,7 @@ TEST_P(TrainCliBadInput, ExitsTwoWithLocationAndWritesNothing) {
   // A malformed IDX file for the data cases: wrong magic number.
   fs::create_directories(dir / "idx");
   test::writeFile(dir / "idx" / "train-images-idx3-ubyte", std::string("\x00\x00\x08\x07garbage", 11));
+  test::writeFile(dir / "idx" / "train-labels-idx1-ubyte", std::string("\x00\x00\x08\x07garbage", 11));
   auto substitute = [&](std::string text) {
     for (std::size_t at; (at = text.find("@DIR@")) != std::string::npos;) text.replace(at, 5, dir.string());
     return text;
@@ -92,9 +93,11 @@ INSTANTIATE_TEST_SUITE_P(
                  "bad.toml:3: train.batchsize: unknown key (did you mean 'batch_size'?)"},
         BadInput{"wrong-type", "[model]\nhidden = [10, \"x\"]\n", "", "bad.toml:2: model.hidden: expected an integer, got a string"},
         BadInput{"out-of-range", "[model]\ndropout = 1.5\n", "", "bad.toml:2: model.dropout: expected a number in [0, 1], got 1.5"},
-        BadInput{"bad-set", "[train]\nepochs = 1\n", "--set train.seeds=3", "train.seeds: unknown key (did you mean 'seed'?)"},
+        BadInput{"bad-set", "[train]\nepochs = 1\n", "--set train.seeds=3", "bad.toml: --set: train.seeds: unknown key (did you mean 'seed'?)"},
+        BadInput{"bad-set-value", "[[regularizer]]\nname = \"cr\"\ntargets = [\"h1\"]\n", "--set regularizer.weight=-1",
+                 "bad.toml: --set: regularizer[0].weight: expected a number in [0, inf], got -1"},
         BadInput{"missing-data", "[data]\nsource = \"idx\"\ndir = \"@DIR@/nowhere\"\n", "", "@DIR@/nowhere"},
-        BadInput{"malformed-data", "[data]\nsource = \"idx\"\ndir = \"@DIR@/idx\"\n", "", "train-images-idx3-ubyte"},
+        BadInput{"malformed-data", "[data]\nsource = \"idx\"\ndir = \"@DIR@/idx\"\n", "", "@DIR@/idx/train-"},
         BadInput{"missing-config", "", "--set x.y=1 extra.toml", "one config file only"},
         BadInput{"bad-fault", "[train]\nepochs = 1\n", "--fault rank=1,kind=explode", "explode"}),
     [](const ::testing::TestParamInfo<BadInput>& info) {

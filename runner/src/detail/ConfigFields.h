@@ -17,6 +17,9 @@
 
 namespace repshape::detail {
 
+// Source path given to values parsed from `--set section.key=value`.
+inline constexpr std::string_view kOverrideSource = "--set";
+
 // Where a node came from, for `file:line: key: what was expected` messages.
 struct ParseContext {
   std::string file;
@@ -40,13 +43,6 @@ struct Field {
 };
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-inline std::string rangeText(double lo, double hi) {
-  std::ostringstream out;
-  out << "[" << lo << ", " << (hi == kInf ? std::string("inf") : std::to_string(hi)) << "]";
-  std::string text = out.str();
-  return text;
-}
 
 inline int64_t readInt(const toml::node& node, const std::string& path, const ParseContext& ctx,
                        int64_t lo, int64_t hi) {
