@@ -69,7 +69,13 @@ Shard makeShard(const torch::Tensor& localRows, Reducer& reducer) {
   s.x = (x - s.mean).contiguous();
   s.norm2 = (s.x * s.x).sum(1);
   s.limbScale = detail::globalLimbScale(s.x, reducer);
-  s.limbs = detail::splitLimbs(s.x, s.limbScale).contiguous();
+  // Filled in chunks of rows: splitting all rows at once would need ~3× the limbs' memory.
+  const int64_t m = s.x.size(1);
+  s.limbs = torch::empty({kLimbCount, s.rows, m}, torch::kFloat64);
+  for (int64_t start = 0; start < s.rows; start += 2048) {
+    const int64_t len = std::min<int64_t>(2048, s.rows - start);
+    s.limbs.narrow(1, start, len).copy_(detail::splitLimbs(s.x.narrow(0, start, len), s.limbScale));
+  }
   return s;
 }
 

@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -74,7 +75,11 @@ constexpr int kLimbBits = 21;
 
 // Global power-of-two scale ≥ max |values| (one reducer.max); 0 when every value is 0.
 inline double globalLimbScale(const torch::Tensor& values, Reducer& reducer) {
-  const double localMax = values.numel() > 0 ? values.abs().max().item<double>() : 0.0;
+  // max(max v, −min v) rather than |v|.max(): no temporary as large as the input.
+  const double localMax =
+      values.numel() > 0
+          ? std::max(values.max().item<double>(), -values.min().item<double>())
+          : 0.0;
   TORCH_CHECK(std::isfinite(localMax), "non-finite value (max |v| = ", localMax,
               ") in clustering input");
   const double globalMax =
@@ -115,11 +120,17 @@ inline torch::Tensor combineLimbs(const torch::Tensor& limbSums, double scale) {
   return value * scale;
 }
 
-// Exact Σ over every rank's rows of values [n, c] → [c] (one max + one sum).
+// Exact Σ over every rank's rows of values [n, c] → [c] (one max + one sum). Limbs are formed
+// in chunks of rows so the temporaries stay small next to the input.
 inline torch::Tensor exactColumnSums(const torch::Tensor& values, Reducer& reducer) {
+  constexpr int64_t kChunkRows = 2048;
   const double scale = globalLimbScale(values, reducer);
-  const auto local = splitLimbs(values, scale).sum(1);  // [kLimbCount, c] integers < 2^53
-  return combineLimbs(reducer.sum(local.contiguous()), scale);
+  const int64_t n = values.size(0);
+  auto local = torch::zeros({kLimbCount, values.size(1)}, torch::kFloat64);  // integers < 2^53
+  for (int64_t start = 0; start < n; start += kChunkRows) {
+    local += splitLimbs(values.narrow(0, start, std::min(kChunkRows, n - start)), scale).sum(1);
+  }
+  return combineLimbs(reducer.sum(local), scale);
 }
 
 // Σ_j (x_ij − c_j)² for every row of x [n, M] (fp64, contiguous) against one point c [M], summed in
