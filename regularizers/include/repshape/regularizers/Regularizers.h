@@ -122,3 +122,8 @@ class MetricAccumulator {
 };
 
 }  // namespace repshape::reg
+
+// KMeans + AMI/NMI and the MI bounds (SPEC §3) have their own headers; included here so this
+// header stays the folder's one entry point.
+#include <repshape/regularizers/Clustering.h>
+#include <repshape/regularizers/InformationBounds.h>
