@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <iomanip>
+#include <iostream>
 #include <random>
 
 namespace repshape::reg {
@@ -75,6 +76,8 @@ TEST(KMeans, InertiaWithinOnePercentOfScikitLearn) {
     const auto result = kmeans(blobs.rows, options, reducer);
     const double reference = referenceInertia(blobs.rows, s.k, options.nInit);
     EXPECT_LE(result.inertia, 1.01 * reference) << "n=" << s.n << " k=" << s.k;
+    std::cout << "n=" << s.n << " k=" << s.k << " inertia " << result.inertia << " scikit-learn "
+              << reference << " ratio " << result.inertia / reference << "\n";
     EXPECT_GT(result.inertia, 0.0);
     expectSelfConsistent(blobs.rows, result);
   }
