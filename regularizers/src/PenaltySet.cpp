@@ -98,14 +98,15 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     int64_t maxSize = 0;
     for (const auto& p : plans) maxSize += p.layout.maxSize();
     const Tensor maxes = maxSize == 0 ? Tensor() : reducer.max(maxParts.size() == 1 ? maxParts[0] : torch::cat(maxParts));
-    int64_t sumOffset = 0, maxOffset = 0;
-    for (auto& plan : plans) {
-      const int64_t s = plan.layout.sumSize(), m = plan.layout.maxSize();
-      plan.stats = detail::unpackStatistics(sums.narrow(0, sumOffset, s),
-                                            m > 0 ? maxes.narrow(0, maxOffset, m) : Tensor(), plan.layout);
-      sumOffset += s;
-      maxOffset += m;
+    std::vector<int64_t> sumSizes, maxSizes;
+    for (const auto& plan : plans) {
+      sumSizes.push_back(plan.layout.sumSize());
+      maxSizes.push_back(plan.layout.maxSize());
     }
+    const auto sumByLayer = sums.split_with_sizes(sumSizes);
+    const auto maxByLayer = maxSize == 0 ? std::vector<Tensor>(plans.size()) : maxes.split_with_sizes(maxSizes);
+    for (std::size_t i = 0; i < plans.size(); ++i)
+      plans[i].stats = detail::unpackStatistics(sumByLayer[i], maxByLayer[i], plans[i].layout);
   }
 
   // 3. Values, in spec order and target order.

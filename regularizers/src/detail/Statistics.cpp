@@ -300,27 +300,42 @@ LayerStats unpackStatistics(const Tensor& sumPart, const Tensor& maxPart, const 
   using F = StatsLayout;
   const int64_t M = L.width(), K = L.classes(), C = L.probs();
   LayerStats s;
-  auto view = [&](StatsLayout::Field field, std::vector<int64_t> shape) {
-    if (!L.has(field)) return Tensor();
-    int64_t size = 1;
-    for (int64_t d : shape) size *= d;
-    const Tensor& part = field >= F::kRowAbsMax ? maxPart : sumPart;
-    return segment(part, L[field], size).view(shape);
+  struct Slot {
+    F::Field field;
+    std::vector<int64_t> shape;
+    Tensor* out;
   };
-  s.count = view(F::kCount, {});
-  s.classCount = view(F::kClassCount, {K});
-  s.sum = view(F::kSum, {M});
-  s.sqDiag = view(F::kSqDiag, {M});
-  s.gram = view(F::kGram, {M, M});
-  s.absCol = view(F::kAbsCol, {M});
-  s.classSum = view(F::kClassSum, {K, M});
-  s.classSqDiag = view(F::kClassSqDiag, {K, M});
-  s.classGram = view(F::kClassGram, {K, M, M});
-  s.classAbsCol = view(F::kClassAbsCol, {K, M});
-  s.probSum = view(F::kProbSum, {C});
-  s.cross = view(F::kCross, {C, M});
-  s.rowAbsMax = view(F::kRowAbsMax, {});
-  s.classRowAbsMax = view(F::kClassRowAbsMax, {K});
+  // In placement order, so the present fields tile each part exactly. One split per part: its
+  // backward writes every gradient into one buffer (a narrow per field would zero-fill the whole
+  // buffer once per field).
+  const std::vector<Slot> sumSlots = {
+      {F::kCount, {}, &s.count},           {F::kClassCount, {K}, &s.classCount},
+      {F::kSum, {M}, &s.sum},              {F::kSqDiag, {M}, &s.sqDiag},
+      {F::kGram, {M, M}, &s.gram},         {F::kAbsCol, {M}, &s.absCol},
+      {F::kClassSum, {K, M}, &s.classSum}, {F::kClassSqDiag, {K, M}, &s.classSqDiag},
+      {F::kClassGram, {K, M, M}, &s.classGram}, {F::kClassAbsCol, {K, M}, &s.classAbsCol},
+      {F::kProbSum, {C}, &s.probSum},      {F::kCross, {C, M}, &s.cross}};
+  const std::vector<Slot> maxSlots = {{F::kRowAbsMax, {}, &s.rowAbsMax},
+                                      {F::kClassRowAbsMax, {K}, &s.classRowAbsMax}};
+  auto unpack = [&](const Tensor& part, const std::vector<Slot>& slots) {
+    std::vector<const Slot*> present;
+    std::vector<int64_t> sizes;
+    for (const auto& slot : slots) {
+      if (!L.has(slot.field)) continue;
+      int64_t size = 1;
+      for (int64_t d : slot.shape) size *= d;
+      present.push_back(&slot);
+      sizes.push_back(size);
+    }
+    if (present.empty()) return;
+    const auto pieces = part.split_with_sizes(sizes);
+    for (std::size_t i = 0; i < present.size(); ++i) *present[i]->out = pieces[i].view(present[i]->shape);
+  };
+  unpack(sumPart, sumSlots);
+  unpack(maxPart, maxSlots);
+  // Counts carry no gradient: detaching them keeps divisions from reducing gradients onto them.
+  s.count = s.count.detach();
+  if (s.classCount.defined()) s.classCount = s.classCount.detach();
   return s;
 }
 
