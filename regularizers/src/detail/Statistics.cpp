@@ -150,7 +150,7 @@ class LocalStatisticsFn : public torch::autograd::Function<LocalStatisticsFn> {
         const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
         TORCH_CHECK(lo >= 0 && hi < K, "statistics: labels in [", lo, ", ", hi, "], expected [0, ", K, ")");
       }
-      const Tensor counts = torch::zeros({K}, f64).index_add_(0, labels, torch::ones({n}, f64));
+      const Tensor counts = torch::bincount(labels, {}, K).to(torch::kFloat64);
       segment(sumPart, L[F::kClassCount], K).copy_(counts);
       auto classAdd = [&](StatsLayout::Field field, const Tensor& rows) {
         if (L.has(field)) segment(sumPart, L[field], K * M).view({K, M}).index_add_(0, labels, rows);

@@ -120,7 +120,7 @@ Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerS
         omega = safeRatio(s.gram.trace(), largestEigenvalue(s.gram));
       } else {
         // Hölder: ‖Z‖_2² ≤ ‖Z‖_1 ‖Z‖_∞ = (max column |z|-sum)(max row |z|-sum)   (Choi Eq. 9)
-        omega = safeRatio(s.sqDiag.sum(), s.absCol.max() * s.rowAbsMax);
+        omega = safeRatio(s.sqDiag.sum(), s.absCol.amax() * s.rowAbsMax);
       }
       break;
     case PenaltyKind::kCwRr:
@@ -128,7 +128,7 @@ Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerS
         const Tensor trace = s.classGram.diagonal(0, 1, 2).sum(1);  // [K]
         omega = safeRatio(trace, largestEigenvalue(s.classGram)).sum();
       } else {
-        omega = safeRatio(s.classSqDiag.sum(1), std::get<0>(s.classAbsCol.max(1)) * s.classRowAbsMax).sum();
+        omega = safeRatio(s.classSqDiag.sum(1), s.classAbsCol.amax(1) * s.classRowAbsMax).sum();
       }
       break;
     case PenaltyKind::kCorr: {
