@@ -25,6 +25,10 @@ EvalSplitResult Trainer::evaluate(const data::Dataset& split, bool collectMetric
 
   // [Σ loss, Σ correct] accumulated on the device: no host round trip per batch.
   torch::Tensor sums = torch::zeros({2}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  // Clustering and MI bounds need this rank's rows of each layer (never the other ranks').
+  const bool keepRows = metrics && (config_.eval.clustering || config_.eval.mi);
+  std::vector<std::vector<torch::Tensor>> layerRows(keepRows ? captureLayers_.size() : 0);
+  std::vector<torch::Tensor> labelParts;
   std::vector<torch::Tensor> captured;
   const ForwardContext ctx = context(false, 0, 0, 0);
   for (int64_t begin = shard.begin; begin < shard.end; begin += config_.eval.batchSize) {
@@ -37,6 +41,10 @@ EvalSplitResult Trainer::evaluate(const data::Dataset& split, bool collectMetric
     const torch::Tensor correct = logits.argmax(1).eq(y).sum();
     sums += torch::stack({loss.to(torch::kDouble), correct.to(torch::kDouble)});
     for (std::size_t i = 0; i < accumulators.size(); ++i) accumulators[i].add(captured[i]);
+    if (keepRows) {
+      for (std::size_t i = 0; i < layerRows.size(); ++i) layerRows[i].push_back(captured[i].cpu());
+      labelParts.push_back(y.cpu());
+    }
   }
   torch::Tensor global = sums.cpu();
   if (comm_.size() > 1) {
@@ -58,6 +66,26 @@ EvalSplitResult Trainer::evaluate(const data::Dataset& split, bool collectMetric
     for (std::size_t i = 0; i < captureLayers_.size(); ++i) {
       json.key(captureLayers_[i]).beginObject();
       for (const auto& [name, value] : accumulators[i].finish(reducer)) json.field(name, value);
+      if (keepRows) {
+        const int64_t width = network_->layerWidth(captureLayers_[i]);
+        const torch::Tensor local = layerRows[i].empty() ? torch::zeros({0, width}) : torch::cat(layerRows[i]);
+        const torch::Tensor labels = labelParts.empty() ? torch::zeros({0}, torch::kLong) : torch::cat(labelParts);
+        if (const auto& c = config_.eval.clustering) {
+          reg::ClusteringOptions options;
+          options.k = c->k;
+          options.nInit = static_cast<int>(c->nInit);
+          options.maxIter = static_cast<int>(c->maxIter);
+          options.tol = c->tol;
+          options.normalization = reg::parseMiNormalization(c->normalization);
+          options.seed = config_.train.seed;
+          for (const auto& [name, value] : reg::clusterAndScore(local, labels, options, reducer).metrics())
+            json.field(name, value);
+        }
+        if (const auto& mi = config_.eval.mi) {
+          const auto bounds = reg::informationBounds(local, labels, data_.numClasses, mi->sigma2, reducer);
+          for (const auto& [name, value] : bounds.metrics()) json.field(name, value);
+        }
+      }
       json.endObject();
     }
     json.endObject();

@@ -42,6 +42,8 @@ timings = false
 [eval]
 batch_size = 40
 layers = ["h1", "h2"]
+clustering = {{ k = 4, n_init = 2 }}
+mi = {{ sigma2 = 0.1 }}
 """
 
 WEIGHTS = {}  # "name@layer" → λ, for the loss-relative comparison of single penalties
