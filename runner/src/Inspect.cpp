@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ constexpr const char* kUsage =
     "  --penalty NAME[:key=value,...]   keys: margin, normalized, method (repeatable)\n"
     "  --grad-out DIR            write dΩ/dZ (dΩ/dW for weight penalties) as DIR/<penalty>.csv\n"
     "  --relu                    ReLU layer: amplitude/covariance/correlation over active entries\n"
+    "  --cluster K               KMeans (k-means++, 10 restarts) scored against --labels: ami, nmi (K=0: classes)\n"
+    "  --normalization NAME      AMI/NMI normalisation: arithmetic (default), max, geometric, min\n"
+    "  --mi SIGMA2               Kolchinsky-Tracey MI bounds with noise variance SIGMA2 (needs --labels)\n"
+    "  --seed S                  KMeans seed (default 0)\n"
     "Prints one JSON object: samples, width, classes, metrics, penalties.\n";
 
 // The activation matrix and the weight matrix appear to the library as these layers.
@@ -36,6 +41,10 @@ struct InspectArgs {
   std::vector<std::string> penalties;
   int64_t classes = 0;
   bool relu = false;
+  std::optional<int64_t> clusters;  // --cluster K
+  std::optional<double> miSigma2;   // --mi SIGMA2
+  std::string normalization = "arithmetic";
+  uint64_t seed = 0;
 };
 
 bool parseBool(const std::string& text, const std::string& key) {
@@ -96,11 +105,19 @@ InspectArgs parseArgs(int argc, char** argv) {
     else if (arg == "--penalty") a.penalties.push_back(next(i));
     else if (arg == "--relu") a.relu = true;
     else if (arg == "--classes") a.classes = static_cast<int64_t>(parseNumber(next(i), "--classes"));
+    else if (arg == "--cluster") a.clusters = static_cast<int64_t>(parseNumber(next(i), "--cluster"));
+    else if (arg == "--mi") a.miSigma2 = parseNumber(next(i), "--mi");
+    else if (arg == "--normalization") a.normalization = next(i);
+    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parseNumber(next(i), "--seed"));
     else if (!arg.empty() && arg[0] == '-') throw std::invalid_argument("unknown option " + arg);
     else if (a.activations.empty()) a.activations = arg;
     else throw std::invalid_argument("unexpected argument '" + arg + "' (one activations file only)");
   }
   if (a.activations.empty()) throw std::invalid_argument("missing the activations file");
+  if ((a.clusters || a.miSigma2) && a.labels.empty()) throw std::invalid_argument("--cluster and --mi need --labels");
+  if (a.clusters && *a.clusters < 0) throw std::invalid_argument("--cluster: expected K >= 0");
+  if (a.miSigma2 && !(*a.miSigma2 > 0)) throw std::invalid_argument("--mi: expected a noise variance > 0");
+  reg::parseMiNormalization(a.normalization);  // throws naming the value
   return a;
 }
 
@@ -149,6 +166,18 @@ int inspect(const InspectArgs& args) {
   reg::LocalReducer reducer;
   json.key("metrics").beginObject();
   for (const auto& [name, value] : metrics.finish(reducer)) json.field(name, value);
+  if (args.clusters) {
+    reg::ClusteringOptions clustering;
+    clustering.k = *args.clusters;
+    clustering.normalization = reg::parseMiNormalization(args.normalization);
+    clustering.seed = args.seed;
+    for (const auto& [name, value] : reg::clusterAndScore(z, labels, clustering, reducer).metrics())
+      json.field(name, value);
+  }
+  if (args.miSigma2) {
+    for (const auto& [name, value] : reg::informationBounds(z, labels, classes, *args.miSigma2, reducer).metrics())
+      json.field(name, value);
+  }
   json.endObject();
 
   json.key("penalties").beginObject();

@@ -1,6 +1,7 @@
 #pragma once
 // A minimal JSON writer for result.json / steps.jsonl / inspect output. Output is deterministic:
-// keys in insertion order, doubles printed with %.9g (NaN and ±inf as null).
+// keys in insertion order, doubles printed with %.12g (NaN and ±inf as null): every fp32 value
+// exactly, fp64 metrics to ~1e-12.
 
 #include <cmath>
 #include <cstdint>
@@ -32,7 +33,7 @@ class JsonWriter {
       out_ += "null";
     } else {
       char buf[32];
-      std::snprintf(buf, sizeof buf, "%.9g", v);
+      std::snprintf(buf, sizeof buf, "%.12g", v);
       out_ += buf;
     }
     return *this;

@@ -196,7 +196,8 @@ void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault, const
     if (train.timings) {
       const double elapsed = secondsSince(lastLog);
       line.field("samples_per_s", samplesSinceLog / std::max(elapsed, 1e-9))
-          .field("comm_s", afterGrads.seconds - before.seconds);
+          .field("stats_comm_s", afterStats.seconds - before.seconds)
+          .field("grad_comm_s", afterGrads.seconds - afterStats.seconds);
       lastLog = Clock::now();
       samplesSinceLog = 0;
     }
