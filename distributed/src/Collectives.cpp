@@ -110,17 +110,20 @@ struct AllGatherRowsFunction : public torch::autograd::Function<AllGatherRowsFun
 torch::Tensor allReduceSum(Communicator& comm, const torch::Tensor& local, ReduceBackward backward,
                            const char* what) {
   TORCH_CHECK(local.defined(), "allReduceSum '", what, "': undefined tensor");
+  if (comm.size() == 1) return local;  // identity forward and backward: no copy, no graph node
   return AllReduceSumFunction::apply(local, &comm, backward, what);
 }
 
 torch::Tensor allReduceMax(Communicator& comm, const torch::Tensor& local, const char* what) {
   TORCH_CHECK(local.defined(), "allReduceMax '", what, "': undefined tensor");
+  if (comm.size() == 1) return local;
   return AllReduceMaxFunction::apply(local, &comm, what);
 }
 
 torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what) {
   TORCH_CHECK(rows.defined() && rows.dim() >= 1, "allGatherRows '", what,
               "': needs a tensor with a row dimension");
+  if (comm.size() == 1) return rows;
   return AllGatherRowsFunction::apply(rows, &comm, what);
 }
 

@@ -39,6 +39,12 @@ std::int64_t GradientAllReducer::bytesPerCall() const {
 
 void GradientAllReducer::allReduce() {
   torch::NoGradGuard noGrad;
+  if (comm_.size() == 1) {  // the sum over one rank: no flatten, copy or scatter per step
+    if (options_.scale != 1.0)
+      for (auto& p : parameters_)
+        if (p.grad().defined()) p.mutable_grad().mul_(options_.scale);
+    return;
+  }
   for (const Bucket& bucket : buckets_) {
     const torch::Tensor& first = parameters_[bucket.params.front()];
     const auto numParams = static_cast<std::int64_t>(bucket.params.size());

@@ -106,6 +106,7 @@ torch::Tensor allReduceMax(Communicator& comm, const torch::Tensor& local, const
 // All-gather of rows for a replicated consumer: backward returns this rank's slice of the incoming
 // gradient (no scale, no reduction). Ranks may contribute different row counts, including 0.
 torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what);
+// On one rank all three return their input (identity forward and backward, nothing copied).
 // All three accept tensors on any device (moved to comm.device() for the transfer and back) and of
 // any shape; the result has the input's device and dtype. Backward of allReduceSum(Sum) issues a
 // collective, so every rank must run backward over the same graph.
