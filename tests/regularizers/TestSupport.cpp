@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+
+#include <unistd.h>
 #include <fstream>
 
 namespace repshape::test {
@@ -61,7 +63,9 @@ reg::PenaltySpec parseCase(const std::string& text) {
 }
 
 std::string scratchDir(const std::string& name) {
-  const std::string dir = std::string(REPSHAPE_BINARY_DIR) + "/test-scratch/" + name;
+  // Per process: CTest runs each test case as its own process, several at once.
+  const std::string dir =
+      std::string(REPSHAPE_BINARY_DIR) + "/test-scratch/" + name + "-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

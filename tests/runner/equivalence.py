@@ -58,7 +58,9 @@ def reg(name, targets, **extra):
     return "\n".join(lines) + "\n"
 
 FAMILIES = {
-    "cr_lsigma_corr": ("relu", "", reg("cr", ["h1"]) + reg("lsigma", ["h2"]) + reg("corr", ["h1", "h2"], weight=0.5)),
+    # corr as in Simon's CorrNet (SPEC §5): leaky ReLU. On ReLU units that are nearly constant over a
+    # 2-row short batch the unbiased correlation is ill-conditioned and the trajectory chaotic.
+    "cr_lsigma_corr": ("leaky_relu", "", reg("cr", ["h1"]) + reg("lsigma", ["h2"]) + reg("corr", ["h1", "h2"], weight=0.2)),
     "cwcr_cwvr": ("relu", "", reg("cw-cr", ["h2"], weight=0.5) + reg("cw-vr", ["h1"], normalized=True)),
     "rr_holder_cwrr": ("relu", "", reg("rr", ["h2"]) + reg("cw-rr", ["h1"], weight=0.05)),
     "rr_exact": ("relu", "", reg("rr", ["h1"], method="exact")),
