@@ -16,7 +16,8 @@ sed '/^\[\[regularizer\]\]/,$d' "$root/jobs/choi-mnist-mlp.toml" > "$out/plain.t
 "$build/runner/repshape" train "$root/jobs/choi-mnist-mlp.toml" --out "$out/cwcr" \
   --set data.source=fashion-mnist --set data.train_size=$train_size --set data.validation_size=0 \
   --set train.steps=$steps --set train.log_every=$((steps - 20)) >/dev/null
-python_json=$(/usr/bin/python3 "$here/train_reference.py" "$steps" "$train_size")
+# One BLAS thread for Python too: torch.set_num_threads(1) does not reach OpenBLAS's pool.
+python_json=$(OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$here/train_reference.py" "$steps" "$train_size")
 
 # The last log window (steps 21..N) of repshape excludes the same warm-up as the Python script.
 rate() { tail -n 1 "$1/steps.jsonl" | sed 's/.*"samples_per_s":\([0-9.e+]*\).*/\1/'; }
