@@ -2,6 +2,8 @@
 // ([M, M] or [K, M, M]); the per-sample work happened in localStatistics().
 #include "detail/Penalties.h"
 
+#include "detail/FusedPenalties.h"
+
 #include <stdexcept>
 
 namespace repshape::reg::detail {
@@ -86,6 +88,36 @@ StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method) {
 Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerStats& s, int64_t M,
                          int64_t numClasses) {
   const bool exact = spec.method == "exact";
+  const double divisor = spec.normalized ? divisorOf(kind, M, numClasses) : 1.0;
+  // Covariance family on CPU fp64 statistics: one autograd node each (FusedPenalties.h).
+  switch (kind) {
+    case PenaltyKind::kLsigma:
+      if (canFuse(s.count, s.sum, s.gram))
+        return fusedCovariancePenalty(FusedCovKind::kLsigma, s.count, s.sum, s.gram, M,
+                                      1.0 / static_cast<double>(M * M) / divisor);
+      break;
+    case PenaltyKind::kCr:
+      if (canFuse(s.count, s.sum, s.gram))
+        return fusedCovariancePenalty(FusedCovKind::kCr, s.count, s.sum, s.gram, M, 1.0 / divisor);
+      break;
+    case PenaltyKind::kCwCr:
+      if (canFuse(s.classCount, s.classSum, s.classGram))
+        return fusedCovariancePenalty(FusedCovKind::kCr, s.classCount, s.classSum, s.classGram, M, 1.0 / divisor);
+      break;
+    case PenaltyKind::kCorr:
+      if (canFuse(s.count, s.sum, s.gram))
+        return fusedCovariancePenalty(FusedCovKind::kCorr, s.count, s.sum, s.gram, M,
+                                      1.0 / (2.0 * static_cast<double>(M)) / divisor);
+      break;
+    case PenaltyKind::kVr:
+      if (canFuse(s.count, s.sum, s.sqDiag)) return fusedVariancePenalty(s.count, s.sum, s.sqDiag, M, 1.0 / divisor);
+      break;
+    case PenaltyKind::kCwVr:
+      if (canFuse(s.classCount, s.classSum, s.classSqDiag))
+        return fusedVariancePenalty(s.classCount, s.classSum, s.classSqDiag, M, 1.0 / divisor);
+      break;
+    default: break;
+  }
   Tensor omega;
   switch (kind) {
     case PenaltyKind::kLsigma:
@@ -146,7 +178,7 @@ Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerS
     }
     default: throw std::invalid_argument(std::string(canonicalName(kind)) + " is not a statistics penalty");
   }
-  if (spec.normalized) omega = omega / divisorOf(kind, M, numClasses);
+  if (spec.normalized) omega = omega / divisor;
   return omega;
 }
 

@@ -1,0 +1,31 @@
+#pragma once
+// Covariance-family penalties (SPEC §2) as single autograd nodes over the reduced sums.
+//
+// Written through the autograd graph, one of these is ~40 tiny fp64 ops whose dispatcher and
+// autograd bookkeeping costs several times the O(K·M²) arithmetic; here forward and backward are
+// plain loops over the [K, M, M] / [K, M] buffers. Same formulas and degenerate-input rules as
+// the op-by-op versions in StatisticsPenalties.cpp (which remain the path for non-CPU / non-fp64
+// statistics). Inputs must be CPU fp64; counts carry no gradient.
+
+#include <torch/torch.h>
+
+namespace repshape::reg::detail {
+
+enum class FusedCovKind { kLsigma, kCr, kCorr };
+
+// Whether the fused kernels can take these statistics (CPU, fp64).
+bool canFuse(const torch::Tensor& counts, const torch::Tensor& sums, const torch::Tensor& second);
+
+// Over K groups (K = counts.numel()): counts [K], sums [K·M], grams [K·M·M] (any shape of that
+// size). lsigma and corr need K = 1. Returns scale · Σ_k Ω_k, a 0-dim fp64 tensor, where
+//   lsigma: Σ_ij |C_u,ij| · 1/M² folded into scale by the caller
+//   cr:     ½ (‖C_k‖_F² − Σ_i C_k,ii²)
+//   corr:   Σ_ij ρ_ij², 1/(2M) folded into scale by the caller.
+torch::Tensor fusedCovariancePenalty(FusedCovKind kind, const torch::Tensor& counts, const torch::Tensor& sums,
+                                     const torch::Tensor& grams, int64_t width, double scale);
+
+// scale · Σ_k Σ_i (Q_k,i/n_k − (S_k,i/n_k)²): counts [K], sums [K·M], sqDiags [K·M].
+torch::Tensor fusedVariancePenalty(const torch::Tensor& counts, const torch::Tensor& sums,
+                                   const torch::Tensor& sqDiags, int64_t width, double scale);
+
+}  // namespace repshape::reg::detail
