@@ -79,7 +79,7 @@ class MpiCommunicator final : public Communicator {
       world_.wait(request, pending);
       begin += kMaxChunk;
     } while (begin < tensor.numel());
-    account(tensor.nbytes(), watch);
+    account(static_cast<std::int64_t>(tensor.nbytes()), watch.seconds());
   }
 
   void broadcast(torch::Tensor& tensor, int root, const char* what) override {
@@ -98,7 +98,7 @@ class MpiCommunicator final : public Communicator {
       world_.wait(request, pending);
       begin += kMaxChunk;
     } while (begin < bytes);
-    account(tensor.nbytes(), watch);
+    account(static_cast<std::int64_t>(tensor.nbytes()), watch.seconds());
   }
 
   torch::Tensor allGatherRows(const torch::Tensor& input, const char* what,
@@ -142,7 +142,7 @@ class MpiCommunicator final : public Communicator {
       REPSHAPE_MPI_CHECK(MPI_Type_free(&rowType));
     }
     if (rowCounts != nullptr) *rowCounts = std::move(counts);
-    account(gathered.nbytes() + layouts.size() * sizeof(std::int64_t), watch);
+    account(static_cast<std::int64_t>(gathered.nbytes() + layouts.size() * sizeof(std::int64_t)), watch.seconds());
     return gathered;
   }
 
@@ -152,7 +152,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Request request = MPI_REQUEST_NULL;
     REPSHAPE_MPI_CHECK(MPI_Ibarrier(comm_, &request));
     world_.wait(request, pending);
-    account(0, watch);
+    account(0, watch.seconds());
   }
 
   [[noreturn]] void abort(int exitCode, const std::string& why) override {
@@ -177,12 +177,6 @@ class MpiCommunicator final : public Communicator {
                                       kGatherFields, MPI_INT64_T, comm_, &request));
     world_.wait(request, pending);
     return all;
-  }
-
-  void account(std::size_t bytes, const Stopwatch& watch) {
-    counters_.bytes += static_cast<std::int64_t>(bytes);
-    counters_.seconds += watch.seconds();
-    counters_.calls += 1;
   }
 
   MpiWorld& world_;

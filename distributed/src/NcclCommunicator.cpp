@@ -108,7 +108,7 @@ class NcclCommunicator final : public Communicator {
                                       ncclType(tensor.scalar_type(), what), ncclOp(op), comm_,
                                       kStream));
     waitForNccl(pending, /*stream=*/true);
-    account(tensor.nbytes(), watch);
+    account(static_cast<std::int64_t>(tensor.nbytes()), watch.seconds());
   }
 
   void broadcast(torch::Tensor& tensor, int root, const char* what) override {
@@ -120,7 +120,7 @@ class NcclCommunicator final : public Communicator {
     REPSHAPE_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(),
                                       ncclUint8, root, comm_, kStream));
     waitForNccl(pending, /*stream=*/true);
-    account(tensor.nbytes(), watch);
+    account(static_cast<std::int64_t>(tensor.nbytes()), watch.seconds());
   }
 
   torch::Tensor allGatherRows(const torch::Tensor& input, const char* what,
@@ -160,7 +160,7 @@ class NcclCommunicator final : public Communicator {
       waitForNccl(pending, /*stream=*/true);
     }
     if (rowCounts != nullptr) *rowCounts = std::move(counts);
-    account(gathered.nbytes() + layouts.size() * sizeof(std::int64_t), watch);
+    account(static_cast<std::int64_t>(gathered.nbytes() + layouts.size() * sizeof(std::int64_t)), watch.seconds());
     return gathered;
   }
 
@@ -171,7 +171,7 @@ class NcclCommunicator final : public Communicator {
     MPI_Request request = MPI_REQUEST_NULL;
     REPSHAPE_MPI_CHECK(MPI_Ibarrier(world_.world(), &request));
     world_.wait(request, pending);
-    account(0, watch);
+    account(0, watch.seconds());
   }
 
   [[noreturn]] void abort(int exitCode, const std::string& why) override {
@@ -224,12 +224,6 @@ class NcclCommunicator final : public Communicator {
           return true;
         },
         pending, abortComm());
-  }
-
-  void account(std::size_t bytes, const Stopwatch& watch) {
-    counters_.bytes += static_cast<std::int64_t>(bytes);
-    counters_.seconds += watch.seconds();
-    counters_.calls += 1;
   }
 
   MpiWorld& world_;

@@ -68,6 +68,12 @@ class Communicator {
 
  protected:
   explicit Communicator(double timeoutSeconds = 300.0) : timeoutSeconds_(timeoutSeconds) {}
+  // Every backend records each finished collective here.
+  void account(std::int64_t bytes, double seconds) {
+    counters_.bytes += bytes;
+    counters_.seconds += seconds;
+    counters_.calls += 1;
+  }
   CommCounters counters_;
   double timeoutSeconds_;
 };
