@@ -138,14 +138,13 @@ int runTrain(int argc, char** argv) {
   try {
     config = loadConfig(args.config, args.overrides);
     fault = dist::parseFault(args.fault);
-    reg::PenaltySet check(config.regularizers, 10);  // validates every [[regularizer]] once more
     torch::set_num_threads(static_cast<int>(config.train.threads));
     setBlasThreads(static_cast<int>(config.train.threads));
     data = data::loadData(config.data, config.train.seed);
   } catch (const ConfigError& e) {
     return inputError(e.what());
-  } catch (const std::invalid_argument& e) {
-    return inputError(args.config + ": " + e.what());
+  } catch (const std::invalid_argument& e) {  // --fault text
+    return inputError(e.what());
   }
   if (data.numClasses < 1) return inputError(args.config + ": data: the source has no classes");
 

@@ -180,13 +180,14 @@ void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault, const
     if (world > 1) comm_.allReduce(logged, dist::ReduceOp::Sum, "log.task_loss");
     const double taskLoss = logged.item<double>() / static_cast<double>(globalRows);
     if (!writer) continue;
+    const double penalty = penaltyTotal.item<double>();
     JsonWriter line;
     line.beginObject()
         .field("step", step + 1)
         .field("epoch", epoch)
-        .field("loss", taskLoss + penaltyTotal.item<double>())
+        .field("loss", taskLoss + penalty)
         .field("task_loss", taskLoss)
-        .field("penalty", penaltyTotal.item<double>());
+        .field("penalty", penalty);
     if (!values.empty()) {
       line.key("penalties").beginObject();
       for (const auto& v : values) line.field(penaltyKey(v), v.value.item<double>());
