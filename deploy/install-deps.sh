@@ -4,10 +4,11 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config git ca-certificates
+  build-essential cmake pkg-config git ca-certificates ccache
   libtorch-dev libopenblas0-pthread       # LibTorch 1.13 (CPU); OpenBLAS: ~6x faster MLP steps than reference BLAS
   libopenmpi-dev openmpi-bin              # MPI backend and mpirun
   libtomlplusplus-dev prometheus-cpp-dev  # config parsing, metrics export
+  nlohmann-json3-dev libcli11-dev         # result.json / spec reading; subcommands and options
   libgtest-dev googletest zlib1g-dev      # tests; .gz IDX files
   dataset-fashion-mnist                   # built-in data for the quickstart and tests
   python3-torch python3-numpy python3-sklearn  # independent references for the tests
