@@ -1,11 +1,33 @@
 #include <repshape/distributed/Communicator.h>
 
+#include <atomic>
 #include <cstdlib>
 
 #include "detail/Backends.h"
 #include "detail/MpiWorld.h"
 
 namespace repshape::dist {
+
+namespace {
+std::function<void(int, const std::string&)>& fatalErrorHook() {
+  static std::function<void(int, const std::string&)> hook;
+  return hook;
+}
+}  // namespace
+
+void setFatalErrorHook(std::function<void(int exitCode, const std::string& message)> hook) {
+  fatalErrorHook() = std::move(hook);
+}
+
+void runFatalErrorHook(int exitCode, const std::string& message) {
+  static std::atomic<bool> ran{false};  // the first fatal error is the one to record
+  if (ran.exchange(true) || !fatalErrorHook()) return;
+  try {
+    fatalErrorHook()(exitCode, message);
+  } catch (...) {  // the job is ending anyway; never let the record stop the abort
+  }
+}
+
 namespace detail {
 namespace {
 

@@ -1,5 +1,7 @@
 #include "detail/MpiWorld.h"
 
+#include <repshape/distributed/Communicator.h>
+
 #include <sched.h>
 #include <unistd.h>
 
@@ -76,6 +78,7 @@ std::string logPrefix() {
 void abortJob(int exitCode, const std::string& message, const std::function<void()>& beforeAbort) {
   std::fprintf(stderr, "%s%s\n", logPrefix().c_str(), message.c_str());
   std::fflush(stderr);
+  dist::runFatalErrorHook(exitCode, message);
   if (beforeAbort) beforeAbort();
   if (mpiUp()) MPI_Abort(MPI_COMM_WORLD, exitCode);
   _exit(exitCode);

@@ -103,7 +103,9 @@ MetricList MetricAccumulator::finish(Reducer& reducer) const {
   for (const char* name : {"amplitude", "covariance", "correlation", "sparsity", "dead_units", "stable_rank"})
     names.emplace_back(name);
   MetricList out;
-  if (n == 0) {
+  // Non-finite activations (a diverging model) have no meaningful spectrum: every metric is
+  // unavailable rather than an eigen-solver failure.
+  if (n == 0 || !torch::isfinite(b).all().item<bool>()) {
     for (const auto& name : names) out.emplace_back(name, std::nullopt);
     return out;
   }

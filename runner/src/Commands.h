@@ -1,6 +1,10 @@
 #pragma once
-// The subcommands of the `repshape` executable. Each parses its own arguments and returns the
-// process exit code: 0 success, 1 runtime failure, 2 bad input (config, data, arguments).
+// The subcommands of the `repshape` executable. Each takes its own argv (argv[0] is the
+// subcommand's name), parses it with CLI11 and returns the process exit code (SPEC §7): 0 success,
+// 1 runtime failure, 2 bad input (config, data, arguments: nothing written), 4 diverged,
+// 70 collective deadline, 75 preempted, 130/143 interrupted.
+
+#include "CommandLine.h"
 
 namespace repshape {
 

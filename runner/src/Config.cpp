@@ -4,6 +4,7 @@
 
 #include <toml++/toml.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -131,6 +132,7 @@ const std::vector<Field<TrainConfig>>& trainFields() {
       detail::stringField<TrainConfig>("device", &TrainConfig::device, {"cpu", "cuda"}),
       detail::intField<TrainConfig>("log_every", &TrainConfig::logEvery, 1),
       detail::boolField<TrainConfig>("timings", &TrainConfig::timings),
+      detail::doubleField<TrainConfig>("progress_s", &TrainConfig::progressSeconds, 0.0),
   };
   return fields;
 }
@@ -274,11 +276,42 @@ void checkLayers(const std::vector<std::string>& names, const std::vector<std::s
 }
 
 void validateCrossFields(const Config& config, const toml::table& root, const ParseContext& ctx) {
-  const auto layers = declaredLayers(config.model);
   const toml::node* model = root.get("model");
   auto modelNode = [&](const char* key) -> const toml::node* {
     return model && model->is_table() ? model->as_table()->get(key) : nullptr;
   };
+  if (config.model.type == "cnn") {
+    const toml::node* layersNode = modelNode("layers");
+    for (std::size_t i = 0; i < config.model.layers.size(); ++i) {
+      try {
+        parseLayerSpec(config.model.layers[i]);
+      } catch (const std::invalid_argument& e) {
+        const toml::node* item = layersNode && layersNode->is_array() ? layersNode->as_array()->get(i) : nullptr;
+        const std::string key = "model.layers[" + std::to_string(i) + "]";
+        const std::string what = "'" + config.model.layers[i] + "': " + e.what();
+        if (item) ctx.fail(*item, key, what);
+        throw ConfigError(ctx.file + ": " + key + ": " + what);
+      }
+    }
+  }
+  if (config.model.type == "mlp" && config.model.hidden.empty())
+    ctx.fail(modelNode("hidden") ? modelNode("hidden")->source() : toml::source_region{}, "model.hidden",
+             "an mlp needs at least one hidden layer, e.g. [100]");
+  if (config.model.dropout >= 1.0)
+    ctx.fail(modelNode("dropout") ? modelNode("dropout")->source() : toml::source_region{}, "model.dropout",
+             "expected a rate in [0, 1), got " + std::to_string(config.model.dropout));
+  const toml::node* train = root.get("train");
+  const toml::node* deviceNode = train && train->is_table() ? train->as_table()->get("device") : nullptr;
+  if (config.train.device == "cuda" && !torch::cuda::is_available())
+    ctx.fail(deviceNode ? deviceNode->source() : toml::source_region{}, "train.device",
+             "\"cuda\" but no CUDA device is available to this build of LibTorch (" +
+                 std::string(torch::cuda::device_count() == 0 ? "0 devices" : "driver error") + "); use \"cpu\"");
+  const toml::node* dist = root.get("distributed");
+  const toml::node* backendNode = dist && dist->is_table() ? dist->as_table()->get("backend") : nullptr;
+  if (config.distributed.backend == "nccl" && config.train.device != "cuda")
+    ctx.fail(backendNode ? backendNode->source() : toml::source_region{}, "distributed.backend",
+             "\"nccl\" moves CUDA tensors; set train.device = \"cuda\" (or use \"mpi\" on CPUs)");
+  const auto layers = declaredLayers(config.model);
   checkLayers(config.model.dropoutLayers, layers, modelNode("dropout_layers"), "model.dropout_layers", ctx);
   checkLayers(config.model.batchNormLayers, layers, modelNode("batch_norm_layers"),
               "model.batch_norm_layers", ctx);
@@ -295,6 +328,25 @@ void validateCrossFields(const Config& config, const toml::table& root, const Pa
     const std::string key = "regularizer[" + std::to_string(i) + "]";
     const toml::node* targets = node && node->is_table() ? node->as_table()->get("targets") : nullptr;
     checkLayers(spec.targets, layers, targets, key + ".targets", ctx);
+    // A repeated (penalty, target) pair would count the penalty twice and repeat a JSON key.
+    for (std::size_t t = 0; t < spec.targets.size(); ++t) {
+      const std::string& target = spec.targets[t];
+      const bool repeatedHere = std::find(spec.targets.begin(), spec.targets.begin() + static_cast<long>(t), target) !=
+                                spec.targets.begin() + static_cast<long>(t);
+      std::size_t earlier = i;
+      for (std::size_t j = 0; j < i && earlier == i; ++j) {
+        const auto& other = config.regularizers[j];
+        if (other.name == spec.name && std::find(other.targets.begin(), other.targets.end(), target) != other.targets.end())
+          earlier = j;
+      }
+      if (!repeatedHere && earlier == i) continue;
+      const std::string what = "'" + spec.name + "' on layer '" + target + "' is given twice" +
+                               (repeatedHere ? std::string(" in targets")
+                                             : " (also regularizer[" + std::to_string(earlier) + "])") +
+                               "; merge the weights into one entry";
+      if (targets) ctx.fail(*targets, key + ".targets", what);
+      throw ConfigError(ctx.file + ": " + key + ".targets: " + what);
+    }
     try {
       reg::validate(spec);
     } catch (const std::invalid_argument& e) {
@@ -305,6 +357,61 @@ void validateCrossFields(const Config& config, const toml::table& root, const Pa
 }
 
 }  // namespace
+
+LayerSpec parseLayerSpec(const std::string& spec) {
+  static const char* kForms = "expected conv:OUT:KERNEL[:STRIDE[:PAD]], pool:SIZE or fc:OUT";
+  std::vector<std::string> parts;
+  std::stringstream stream(spec);
+  for (std::string part; std::getline(stream, part, ':');) parts.push_back(part);
+  if (!spec.empty() && spec.back() == ':') parts.push_back("");
+  if (parts.empty()) throw std::invalid_argument(std::string("empty layer; ") + kForms);
+  std::vector<int64_t> values;
+  for (std::size_t i = 1; i < parts.size(); ++i) {
+    const std::string& part = parts[i];
+    std::size_t used = 0;
+    int64_t v = -1;
+    try {
+      v = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (part.empty() || used != part.size() || v < 0 || v > (int64_t{1} << 31))
+      throw std::invalid_argument("'" + part + "' is not an integer in [0, 2^31]");
+    values.push_back(v);
+  }
+  LayerSpec layer;
+  const std::string& kind = parts[0];
+  auto need = [&](std::size_t lo, std::size_t hi) {
+    if (values.size() < lo || values.size() > hi) throw std::invalid_argument(kForms);
+  };
+  auto positive = [&](int64_t v, const char* what) {
+    if (v < 1) throw std::invalid_argument(std::string(what) + " must be at least 1, got " + std::to_string(v));
+  };
+  if (kind == "fc") {
+    need(1, 1);
+    layer.kind = LayerSpec::Kind::Fc;
+    layer.out = values[0];
+    positive(layer.out, "fc width");
+  } else if (kind == "pool") {
+    need(1, 1);
+    layer.kind = LayerSpec::Kind::Pool;
+    layer.pool = values[0];
+    positive(layer.pool, "pool size");
+  } else if (kind == "conv") {
+    need(2, 4);
+    layer.kind = LayerSpec::Kind::Conv;
+    layer.out = values[0];
+    layer.kernel = values[1];
+    layer.stride = values.size() > 2 ? values[2] : 1;
+    layer.pad = values.size() > 3 ? values[3] : layer.kernel / 2;
+    positive(layer.out, "conv channels");
+    positive(layer.kernel, "conv kernel");
+    positive(layer.stride, "conv stride");
+  } else {
+    throw std::invalid_argument("unknown layer kind '" + kind + "'; " + kForms);
+  }
+  return layer;
+}
 
 std::vector<std::string> modelLayerNames(const ModelConfig& model) {
   std::vector<std::string> names;
@@ -323,10 +430,23 @@ std::vector<std::string> modelLayerNames(const ModelConfig& model) {
   return names;
 }
 
+std::string Config::where(const std::string& key) const {
+  const auto it = locations.find(key);
+  return it == locations.end() ? path : it->second;
+}
+
 Config loadConfig(const std::string& path, const std::vector<std::string>& overrides) {
-  ParseContext ctx{path};
+  Config config;
+  config.path = path;
+  ParseContext ctx{path, &config.locations};
+  std::error_code error;
+  const auto status = std::filesystem::status(path, error);
+  if (!std::filesystem::exists(status)) throw ConfigError(path + ": cannot open config file: no such file");
+  if (std::filesystem::is_directory(status))
+    throw ConfigError(path + ": is a directory; expected a TOML config file (e.g. jobs/fashion-mlp.toml)");
+  if (!std::filesystem::is_regular_file(status)) throw ConfigError(path + ": not a regular file");
   std::ifstream probe(path);
-  if (!probe) throw ConfigError(path + ": cannot open config file");
+  if (!probe) throw ConfigError(path + ": cannot open config file (permission?)");
   toml::table root;
   try {
     root = toml::parse_file(path);
@@ -336,8 +456,6 @@ Config loadConfig(const std::string& path, const std::vector<std::string>& overr
   }
   for (const auto& o : overrides) applyOverride(root, o, path);
 
-  Config config;
-  config.path = path;
   static const std::vector<std::string> kSections = {"data", "model", "optim", "train",
                                                      "eval", "distributed", "regularizer"};
   for (auto&& [key, node] : root) {
@@ -349,6 +467,8 @@ Config loadConfig(const std::string& path, const std::vector<std::string>& overr
       for (const auto& entry : *node.as_array()) {
         reg::PenaltySpec spec;
         const std::string prefix = "regularizer[" + std::to_string(index++) + "]";
+        ctx.record(prefix, entry);
+        if (!entry.is_table()) ctx.fail(entry, prefix, "expected a table");
         detail::parseTable(*entry.as_table(), prefix, regularizerFields(), spec, ctx);
         if (spec.name.empty()) ctx.fail(entry, prefix + ".name", "missing: every [[regularizer]] needs a name");
         if (spec.name == "decov") spec.name = "cr";  // SPEC §2: decov is an alias of cr

@@ -6,6 +6,7 @@
 #include <repshape/regularizers/Regularizers.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -67,6 +68,7 @@ struct TrainConfig {
   std::string device = "cpu"; // cpu | cuda
   int64_t logEvery = 1;       // steps.jsonl line every N steps
   bool timings = true;        // samples_per_s and comm time in steps.jsonl (false: byte-reproducible)
+  double progressSeconds = 10.0;  // rank 0 prints a progress line this often when not on a terminal (0: never)
 };
 
 struct ClusteringConfig {
@@ -97,6 +99,11 @@ struct DistributedConfig {
 
 struct Config {
   std::string path;  // file it came from (for messages)
+  // Where each key was given ("file:line", "file: --set"), for checks made after parsing (shapes
+  // through the model, data, resources): key path ("model.layers", "regularizer[1].targets") → place.
+  std::map<std::string, std::string> locations;
+  // "file:line" of `key` when it was given, else the file: the prefix of a located message.
+  std::string where(const std::string& key) const;
   DataConfig data;
   ModelConfig model;
   OptimConfig optim;
@@ -109,6 +116,18 @@ struct Config {
 // Parses and validates `path` with `overrides` ("section.key=value", TOML values) applied on top.
 // Throws ConfigError with `file:line: key: what was expected`.
 Config loadConfig(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// One entry of model.layers, parsed: conv:OUT:KERNEL[:STRIDE[:PAD]], pool:SIZE or fc:OUT.
+struct LayerSpec {
+  enum class Kind { Conv, Pool, Fc } kind = Kind::Fc;
+  int64_t out = 0;     // conv channels / fc width
+  int64_t kernel = 0;  // conv
+  int64_t stride = 1;  // conv
+  int64_t pad = 0;     // conv (default kernel / 2)
+  int64_t pool = 0;    // pool window and stride
+};
+// Throws std::invalid_argument saying what is wrong with `spec` (without a location).
+LayerSpec parseLayerSpec(const std::string& spec);
 
 // Names of the model's hidden layers in order (h1…hL for an MLP; conv1/pool1/fc1… for a CNN);
 // the output layer is always "out".

@@ -2,15 +2,23 @@
 // part of the split; loss and error sums and the representation-metric statistics are reduced once,
 // so the figures equal a single-process pass over the whole split for any number of ranks.
 #include "CommReducer.h"
-#include "Json.h"
 #include "Trainer.h"
+
+#include <cmath>
+#include <optional>
 
 namespace repshape {
 
-EvalSplitResult Trainer::evaluate(const data::Dataset& split, bool collectMetrics, std::string* layersJson) {
+namespace {
+double toDouble(const std::optional<double>& v) { return v.value_or(NAN); }
+}  // namespace
+
+SplitResult Trainer::evaluate(
+    const data::Dataset& split,
+    std::vector<std::pair<std::string, std::vector<std::pair<std::string, double>>>>* layers) {
   torch::NoGradGuard noGrad;
   const Shard shard = shardOf(split.size(), comm_.rank(), comm_.size());
-  const bool metrics = collectMetrics && !captureLayers_.empty();
+  const bool metrics = layers && !captureLayers_.empty();
 
   std::vector<reg::MetricAccumulator> accumulators;
   if (metrics) {
@@ -53,43 +61,38 @@ EvalSplitResult Trainer::evaluate(const data::Dataset& split, bool collectMetric
     global = global.cpu();
   }
 
-  EvalSplitResult result;
+  SplitResult result;
   result.samples = split.size();
   const double total = std::max<double>(1.0, static_cast<double>(split.size()));
   result.loss = global[0].item<double>() / total;
   result.error = 100.0 * (1.0 - global[1].item<double>() / total);
 
-  if (metrics && layersJson) {
+  if (metrics) {
     CommReducer reducer(comm_, "metrics");
-    JsonWriter json;
-    json.beginObject();
+    layers->clear();
     for (std::size_t i = 0; i < captureLayers_.size(); ++i) {
-      json.key(captureLayers_[i]).beginObject();
-      for (const auto& [name, value] : accumulators[i].finish(reducer)) json.field(name, value);
-      if (keepRows) {
-        const int64_t width = network_->layerWidth(captureLayers_[i]);
-        const torch::Tensor local = layerRows[i].empty() ? torch::zeros({0, width}) : torch::cat(layerRows[i]);
-        const torch::Tensor labels = labelParts.empty() ? torch::zeros({0}, torch::kLong) : torch::cat(labelParts);
-        if (const auto& c = config_.eval.clustering) {
-          reg::ClusteringOptions options;
-          options.k = c->k;
-          options.nInit = static_cast<int>(c->nInit);
-          options.maxIter = static_cast<int>(c->maxIter);
-          options.tol = c->tol;
-          options.normalization = reg::parseMiNormalization(c->normalization);
-          options.seed = config_.train.seed;
-          for (const auto& [name, value] : reg::clusterAndScore(local, labels, options, reducer).metrics())
-            json.field(name, value);
-        }
-        if (const auto& mi = config_.eval.mi) {
-          const auto bounds = reg::informationBounds(local, labels, data_.numClasses, mi->sigma2, reducer);
-          for (const auto& [name, value] : bounds.metrics()) json.field(name, value);
-        }
+      auto& values = layers->emplace_back(captureLayers_[i], std::vector<std::pair<std::string, double>>()).second;
+      for (const auto& [name, value] : accumulators[i].finish(reducer)) values.emplace_back(name, value.value_or(NAN));
+      if (!keepRows) continue;
+      const int64_t width = network_->layerWidth(captureLayers_[i]);
+      const torch::Tensor local = layerRows[i].empty() ? torch::zeros({0, width}) : torch::cat(layerRows[i]);
+      const torch::Tensor labels = labelParts.empty() ? torch::zeros({0}, torch::kLong) : torch::cat(labelParts);
+      if (const auto& c = config_.eval.clustering) {
+        reg::ClusteringOptions options;
+        options.k = c->k;
+        options.nInit = static_cast<int>(c->nInit);
+        options.maxIter = static_cast<int>(c->maxIter);
+        options.tol = c->tol;
+        options.normalization = reg::parseMiNormalization(c->normalization);
+        options.seed = config_.train.seed;
+        for (const auto& [name, value] : reg::clusterAndScore(local, labels, options, reducer).metrics())
+          values.emplace_back(name, toDouble(value));
       }
-      json.endObject();
+      if (const auto& mi = config_.eval.mi) {
+        const auto bounds = reg::informationBounds(local, labels, data_.numClasses, mi->sigma2, reducer);
+        for (const auto& [name, value] : bounds.metrics()) values.emplace_back(name, toDouble(value));
+      }
     }
-    json.endObject();
-    *layersJson = json.str();
   }
   return result;
 }

@@ -1,10 +1,13 @@
 // `repshape inspect`: representation metrics and penalty values (and gradients) of saved
 // activations, computed by the same library code the trainer uses, on one process.
 #include "ArrayIO.h"
+#include "CommandLine.h"
 #include "Commands.h"
 #include "Json.h"
 
 #include <repshape/regularizers/Regularizers.h>
+
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -16,21 +19,6 @@
 namespace repshape {
 
 namespace {
-
-constexpr const char* kUsage =
-    "usage: repshape inspect ACTIVATIONS.(csv|npy) [options]\n"
-    "  --labels L.(csv|npy)      class labels, one per row (cw-*, lmulti)\n"
-    "  --probs P.(csv|npy)       predicted class probabilities [N, C] (xcov)\n"
-    "  --weights W.(csv|npy)     target weight matrix [out, in] (lsingle, l1w, l2w)\n"
-    "  --classes K               number of classes (default: max label + 1)\n"
-    "  --penalty NAME[:key=value,...]   keys: margin, normalized, method (repeatable)\n"
-    "  --grad-out DIR            write dΩ/dZ (dΩ/dW for weight penalties) as DIR/<penalty>.csv\n"
-    "  --relu                    ReLU layer: amplitude/covariance/correlation over active entries\n"
-    "  --cluster K               KMeans (k-means++, 10 restarts) scored against --labels: ami, nmi (K=0: classes)\n"
-    "  --normalization NAME      AMI/NMI normalisation: arithmetic (default), max, geometric, min\n"
-    "  --mi SIGMA2               Kolchinsky-Tracey MI bounds with noise variance SIGMA2 (needs --labels)\n"
-    "  --seed S                  KMeans seed (default 0)\n"
-    "Prints one JSON object: samples, width, classes, metrics, penalties.\n";
 
 // The activation matrix and the weight matrix appear to the library as these layers.
 constexpr const char* kActivationLayer = "activations";
@@ -90,35 +78,26 @@ reg::PenaltySpec parsePenalty(const std::string& text) {
   return spec;
 }
 
-InspectArgs parseArgs(int argc, char** argv) {
-  InspectArgs a;
-  auto next = [&](int& i) -> std::string {
-    if (i + 1 >= argc) throw std::invalid_argument(std::string(argv[i]) + " needs a value");
-    return argv[++i];
-  };
-  for (int i = 0; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--labels") a.labels = next(i);
-    else if (arg == "--probs") a.probs = next(i);
-    else if (arg == "--weights") a.weights = next(i);
-    else if (arg == "--grad-out") a.gradOut = next(i);
-    else if (arg == "--penalty") a.penalties.push_back(next(i));
-    else if (arg == "--relu") a.relu = true;
-    else if (arg == "--classes") a.classes = static_cast<int64_t>(parseNumber(next(i), "--classes"));
-    else if (arg == "--cluster") a.clusters = static_cast<int64_t>(parseNumber(next(i), "--cluster"));
-    else if (arg == "--mi") a.miSigma2 = parseNumber(next(i), "--mi");
-    else if (arg == "--normalization") a.normalization = next(i);
-    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parseNumber(next(i), "--seed"));
-    else if (!arg.empty() && arg[0] == '-') throw std::invalid_argument("unknown option " + arg);
-    else if (a.activations.empty()) a.activations = arg;
-    else throw std::invalid_argument("unexpected argument '" + arg + "' (one activations file only)");
-  }
-  if (a.activations.empty()) throw std::invalid_argument("missing the activations file");
+void checkArgs(const InspectArgs& a) {
   if ((a.clusters || a.miSigma2) && a.labels.empty()) throw std::invalid_argument("--cluster and --mi need --labels");
   if (a.clusters && *a.clusters < 0) throw std::invalid_argument("--cluster: expected K >= 0");
   if (a.miSigma2 && !(*a.miSigma2 > 0)) throw std::invalid_argument("--mi: expected a noise variance > 0");
+  if (a.classes < 0) throw std::invalid_argument("--classes: expected K >= 0");
   reg::parseMiNormalization(a.normalization);  // throws naming the value
-  return a;
+}
+
+// Non-finite entries make every spectrum meaningless: name the first one.
+void checkFinite(const torch::Tensor& values, const std::string& path) {
+  const torch::Tensor bad = torch::isfinite(values).logical_not();
+  if (!bad.any().item<bool>()) return;
+  const torch::Tensor at = bad.nonzero()[0];  // [row] or [row, column]
+  const int64_t row = at[0].item<int64_t>();
+  const bool matrix = values.dim() > 1;
+  const int64_t column = matrix ? at[1].item<int64_t>() : 0;
+  const double value = matrix ? values[row][column].item<double>() : values[row].item<double>();
+  throw std::invalid_argument(path + ": row " + std::to_string(row) +
+                              (matrix ? ", column " + std::to_string(column) : std::string()) +
+                              " (counting from 0) is " + std::to_string(value) + "; expected finite numbers");
 }
 
 // A file name for a penalty's gradient: "rr:method=exact" → "rr_method_exact".
@@ -133,6 +112,7 @@ int inspect(const InspectArgs& args) {
   const torch::Tensor z = io::readArray(args.activations);  // [N, M] fp64
   if (!z.is_floating_point()) throw std::invalid_argument(args.activations + ": activations must be floating point");
   const int64_t n = z.size(0), m = z.size(1);
+  checkFinite(z, args.activations);
   torch::Tensor labels, probs, weights;
   int64_t classes = args.classes;
   if (!args.labels.empty()) {
@@ -141,6 +121,11 @@ int inspect(const InspectArgs& args) {
       throw std::invalid_argument(args.labels + ": " + std::to_string(labels.size(0)) + " labels for " +
                                   std::to_string(n) + " activation rows");
     const int64_t top = n > 0 ? labels.max().item<int64_t>() : -1;
+    if (n > 0 && labels.min().item<int64_t>() < 0) {
+      const int64_t row = labels.lt(0).nonzero()[0][0].item<int64_t>();
+      throw std::invalid_argument(args.labels + ": row " + std::to_string(row) + " (counting from 0): label " +
+                                  std::to_string(labels[row].item<int64_t>()) + " is negative; expected 0..K-1");
+    }
     if (classes == 0) classes = top + 1;
     if (top >= classes)
       throw std::invalid_argument(args.labels + ": label " + std::to_string(top) + " >= --classes " +
@@ -148,11 +133,15 @@ int inspect(const InspectArgs& args) {
   }
   if (!args.probs.empty()) {
     probs = io::readArray(args.probs).to(torch::kFloat64);
+    checkFinite(probs, args.probs);
     if (probs.size(0) != n)
       throw std::invalid_argument(args.probs + ": " + std::to_string(probs.size(0)) + " rows, expected " +
                                   std::to_string(n));
   }
-  if (!args.weights.empty()) weights = io::readArray(args.weights).to(torch::kFloat64);
+  if (!args.weights.empty()) {
+    weights = io::readArray(args.weights).to(torch::kFloat64);
+    checkFinite(weights, args.weights);
+  }
   if (!args.gradOut.empty()) std::filesystem::create_directories(args.gradOut);
 
   JsonWriter json;
@@ -210,17 +199,28 @@ int inspect(const InspectArgs& args) {
 }  // namespace
 
 int runInspect(int argc, char** argv) {
-  for (int i = 0; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-  }
+  InspectArgs args;
+  CLI::App app{"Representation metrics and penalty values (and gradients) of saved activations.", "repshape inspect"};
+  app.add_option("activations", args.activations, "activations [N, M] as .csv or .npy")->required();
+  app.add_option("--labels", args.labels, "class labels, one per row (cw-*, lmulti)");
+  app.add_option("--probs", args.probs, "predicted class probabilities [N, C] (xcov)");
+  app.add_option("--weights", args.weights, "target weight matrix [out, in] (lsingle, l1w, l2w)");
+  app.add_option("--classes", args.classes, "number of classes (default: max label + 1)");
+  app.add_option("--penalty", args.penalties, "NAME[:key=value,...]; keys: margin, weight, normalized, method (repeatable)")
+      ->take_all();
+  app.add_option("--grad-out", args.gradOut, "write dΩ/dZ (dΩ/dW for weight penalties) as DIR/<penalty>.csv");
+  app.add_flag("--relu", args.relu, "ReLU layer: amplitude/covariance/correlation over active entries");
+  app.add_option("--cluster", args.clusters, "KMeans (k-means++, 10 restarts) scored against --labels: ami, nmi (K=0: classes)");
+  app.add_option("--normalization", args.normalization, "AMI/NMI normalisation: arithmetic (default), max, geometric, min");
+  app.add_option("--mi", args.miSigma2, "Kolchinsky-Tracey MI bounds with noise variance SIGMA2 (needs --labels)");
+  app.add_option("--seed", args.seed, "KMeans seed (default 0)");
+  app.footer("Prints one JSON object: samples, width, classes, metrics, penalties.");
+  if (int code = parseCommandLine(app, argc, argv); code >= 0) return code;
   try {
-    return inspect(parseArgs(argc, argv));
+    checkArgs(args);
+    return inspect(args);
   } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "repshape inspect: %s\n%s", e.what(), argc == 0 ? kUsage : "");
+    std::fprintf(stderr, "repshape inspect: %s\n", e.what());
     return 2;
   } catch (const c10::Error& e) {  // shape or label checks of the library on the given files
     std::fprintf(stderr, "repshape inspect: %s\n", e.what_without_backtrace());

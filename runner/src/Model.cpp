@@ -11,26 +11,6 @@ namespace {
 constexpr double kBatchNormMomentum = 0.1;
 constexpr double kBatchNormEps = 1e-5;
 
-std::vector<int64_t> parseLayerSpec(const std::string& spec, std::size_t minParts, std::size_t maxParts) {
-  std::vector<int64_t> values;
-  std::stringstream stream(spec);
-  std::string part;
-  std::getline(stream, part, ':');  // kind
-  while (std::getline(stream, part, ':')) {
-    try {
-      std::size_t used = 0;
-      const int64_t v = std::stoll(part, &used);
-      if (used != part.size() || v < 0) throw std::invalid_argument(part);
-      values.push_back(v);
-    } catch (const std::exception&) {
-      throw ConfigError("model.layers: '" + spec + "': '" + part + "' is not a non-negative integer");
-    }
-  }
-  if (values.size() < minParts || values.size() > maxParts)
-    throw ConfigError("model.layers: '" + spec + "': expected conv:OUT:KERNEL[:STRIDE[:PAD]], pool:SIZE or fc:OUT");
-  return values;
-}
-
 // splitmix64: decorrelates the (seed, step, layer) triple into one generator seed.
 uint64_t mixSeed(uint64_t seed, uint64_t step, uint64_t layer) {
   uint64_t z = seed ^ (step * 0x9E3779B97F4A7C15ULL) ^ (layer * 0xBF58476D1CE4E5B9ULL);
@@ -45,62 +25,106 @@ bool listed(const std::vector<std::string>& names, const std::string& name) {
 
 }  // namespace
 
-NetworkImpl::NetworkImpl(const ModelConfig& config, const std::vector<int64_t>& sampleShape,
-                         int64_t numClasses)
-    : config_(config) {
-  TORCH_CHECK(!sampleShape.empty(), "empty sample shape");
-  const std::vector<std::string> names = modelLayerNames(config);
-  // Current feature shape as [C, H, W] (images) or [F] (flat).
-  std::vector<int64_t> shape = sampleShape;
+ModelPlan planModel(const Config& config, const std::vector<int64_t>& sampleShape, int64_t numClasses) {
+  const ModelConfig& model = config.model;
+  if (sampleShape.empty()) throw ConfigError(config.where("data.source") + ": data: empty sample shape");
+  const std::vector<std::string> names = modelLayerNames(model);
+  ModelPlan plan;
+  std::vector<int64_t> shape = sampleShape;  // [C, H, W] (images) or [F] (flat)
   auto flatWidth = [&] {
     int64_t w = 1;
     for (int64_t d : shape) w *= d;
     return w;
   };
-  auto addLinear = [&](const std::string& name, int64_t out, bool activate) {
-    Layer layer;
+  auto add = [&](const std::string& name, const LayerSpec& spec, std::vector<int64_t> out, int64_t parameters) {
+    LayerPlan layer;
     layer.name = name;
-    layer.kind = Kind::Linear;
-    layer.linear = register_module(name, torch::nn::Linear(flatWidth(), out));
-    layer.activate = activate;
-    layer.width = out;
-    shape = {out};
-    layers_.push_back(std::move(layer));
+    layer.spec = spec;
+    layer.inShape = shape;
+    layer.outShape = out;
+    layer.parameters = parameters;
+    shape = std::move(out);
+    layer.width = flatWidth();
+    plan.parameters += parameters;
+    plan.activationsPerSample += layer.width;
+    plan.layers.push_back(std::move(layer));
   };
-
-  if (config.type == "mlp") {
-    for (std::size_t i = 0; i < config.hidden.size(); ++i) addLinear(names[i], config.hidden[i], true);
+  auto fc = [&](const std::string& name, int64_t out) {
+    LayerSpec spec;
+    spec.out = out;
+    add(name, spec, {out}, (flatWidth() + 1) * out);
+  };
+  if (model.type == "mlp") {
+    for (std::size_t i = 0; i < model.hidden.size(); ++i) fc(names[i], model.hidden[i]);
   } else {
-    for (std::size_t i = 0; i < config.layers.size(); ++i) {
-      const std::string& spec = config.layers[i];
-      const std::string kind = spec.substr(0, spec.find(':'));
-      if (kind == "fc") {
-        addLinear(names[i], parseLayerSpec(spec, 1, 1)[0], true);
+    for (std::size_t i = 0; i < model.layers.size(); ++i) {
+      const std::string where = config.where("model.layers") + ": model.layers[" + std::to_string(i) + "]: '" +
+                                model.layers[i] + "'";
+      const LayerSpec spec = parseLayerSpec(model.layers[i]);  // syntax was checked by loadConfig
+      if (spec.kind == LayerSpec::Kind::Fc) {
+        fc(names[i], spec.out);
         continue;
       }
       if (shape.size() != 3)
-        throw ConfigError("model.layers: '" + spec + "' needs image input [C, H, W] (after an fc layer, only fc may follow)");
-      Layer layer;
-      layer.name = names[i];
-      layer.kind = kind == "conv" ? Kind::Conv : Kind::Pool;
-      if (kind == "conv") {
-        const auto v = parseLayerSpec(spec, 2, 4);
-        const int64_t kernel = v[1], stride = v.size() > 2 ? v[2] : 1, pad = v.size() > 3 ? v[3] : kernel / 2;
-        layer.conv = register_module(
-            names[i], torch::nn::Conv2d(torch::nn::Conv2dOptions(shape[0], v[0], kernel).stride(stride).padding(pad)));
-        layer.activate = true;
-        shape = {v[0], (shape[1] + 2 * pad - kernel) / stride + 1, (shape[2] + 2 * pad - kernel) / stride + 1};
+        throw ConfigError(where + ": needs an image input [C, H, W]; the input here is flat [" +
+                          std::to_string(flatWidth()) + "] (after an fc layer only fc may follow)");
+      std::vector<int64_t> out;
+      int64_t parameters = 0;
+      if (spec.kind == LayerSpec::Kind::Conv) {
+        out = {spec.out, (shape[1] + 2 * spec.pad - spec.kernel) / spec.stride + 1,
+               (shape[2] + 2 * spec.pad - spec.kernel) / spec.stride + 1};
+        parameters = (shape[0] * spec.kernel * spec.kernel + 1) * spec.out;
       } else {
-        layer.poolSize = parseLayerSpec(spec, 1, 1)[0];
-        shape = {shape[0], shape[1] / layer.poolSize, shape[2] / layer.poolSize};
+        out = {shape[0], shape[1] / spec.pool, shape[2] / spec.pool};
       }
-      if (shape[1] <= 0 || shape[2] <= 0)
-        throw ConfigError("model.layers: '" + spec + "' shrinks the feature map to nothing");
-      layer.width = flatWidth();
-      layers_.push_back(std::move(layer));
+      if (out[1] <= 0 || out[2] <= 0)
+        throw ConfigError(where + ": shrinks the " + std::to_string(shape[1]) + "x" + std::to_string(shape[2]) +
+                          " feature map to nothing");
+      add(names[i], spec, out, parameters);
     }
   }
-  addLinear("out", numClasses, false);
+  fc("out", numClasses);
+  for (auto& layer : plan.layers) {
+    if (!listed(model.batchNormLayers, layer.name)) continue;
+    if (layer.spec.kind == LayerSpec::Kind::Pool)
+      throw ConfigError(config.where("model.batch_norm_layers") + ": model.batch_norm_layers: batch norm after pooling layer '" +
+                        layer.name + "' is not supported; put it on the conv layer before");
+    const int64_t features = layer.outShape[0];
+    layer.parameters += 2 * features;
+    plan.parameters += 2 * features;
+  }
+  return plan;
+}
+
+NetworkImpl::NetworkImpl(const ModelConfig& config, const ModelPlan& plan) : config_(config) {
+  for (const LayerPlan& p : plan.layers) {
+    Layer layer;
+    layer.name = p.name;
+    layer.width = p.width;
+    layer.activate = p.name != "out";
+    switch (p.spec.kind) {
+      case LayerSpec::Kind::Fc: {
+        int64_t in = 1;
+        for (int64_t d : p.inShape) in *= d;
+        layer.kind = Kind::Linear;
+        layer.linear = register_module(p.name, torch::nn::Linear(in, p.spec.out));
+        break;
+      }
+      case LayerSpec::Kind::Conv:
+        layer.kind = Kind::Conv;
+        layer.conv = register_module(
+            p.name, torch::nn::Conv2d(torch::nn::Conv2dOptions(p.inShape[0], p.spec.out, p.spec.kernel)
+                                          .stride(p.spec.stride)
+                                          .padding(p.spec.pad)));
+        break;
+      case LayerSpec::Kind::Pool:
+        layer.kind = Kind::Pool;
+        layer.poolSize = p.spec.pool;
+        layer.activate = false;
+        break;
+    }
+    layers_.push_back(std::move(layer));
+  }
 
   const bool dropoutEverywhere = config.dropout > 0 && config.dropoutLayers.empty();
   for (auto& layer : layers_) {
@@ -109,8 +133,7 @@ NetworkImpl::NetworkImpl(const ModelConfig& config, const std::vector<int64_t>& 
       layer.dropout = config.dropout;
     if (listed(config.batchNormLayers, layer.name)) {
       layer.batchNorm = true;
-      const int64_t features = layer.kind == Kind::Linear ? layer.width : (layer.kind == Kind::Conv ? layer.conv->options.out_channels() : 0);
-      TORCH_CHECK(features > 0, "batch norm after pooling layer ", layer.name, " is not supported; put it on the conv layer");
+      const int64_t features = layer.kind == Kind::Linear ? layer.width : layer.conv->options.out_channels();
       layer.bnWeight = register_parameter(layer.name + "_bn_weight", torch::ones({features}));
       layer.bnBias = register_parameter(layer.name + "_bn_bias", torch::zeros({features}));
       layer.runningMean = register_buffer(layer.name + "_bn_mean", torch::zeros({features}));

@@ -31,9 +31,29 @@ struct ForwardContext {
   std::function<torch::Tensor(const torch::Tensor&)> sumAcrossRanks;
 };
 
+// The model as shapes only, walked from the config and the data's sample shape without allocating
+// a tensor: every layer is validated (shapes through the CNN, batch-norm placement) and the run is
+// sized (parameters, activations) before any work starts. The Network is built from this plan.
+struct LayerPlan {
+  std::string name;  // h1…, conv1…, pool1…, fc1…, out
+  LayerSpec spec;    // MLP hidden layers and "out" are Fc
+  std::vector<int64_t> inShape, outShape;  // [C, H, W] or [F] per sample
+  int64_t parameters = 0;                  // weights + biases (+ batch-norm scale and shift)
+  int64_t width = 0;                       // features per sample after the layer
+};
+
+struct ModelPlan {
+  std::vector<LayerPlan> layers;  // hidden layers in order, then "out"
+  int64_t parameters = 0;
+  int64_t activationsPerSample = 0;  // Σ widths (what one sample keeps for backward, roughly)
+};
+
+// Throws ConfigError located at the model keys (config.where("model.layers") …).
+ModelPlan planModel(const Config& config, const std::vector<int64_t>& sampleShape, int64_t numClasses);
+
 class NetworkImpl : public torch::nn::Module {
  public:
-  NetworkImpl(const ModelConfig& config, const std::vector<int64_t>& sampleShape, int64_t numClasses);
+  NetworkImpl(const ModelConfig& config, const ModelPlan& plan);
 
   // logits [n, K]. `captured[i]` receives the post-activation output of captureLayers[i]
   // (set with setCaptureLayers), flattened to [n, M].

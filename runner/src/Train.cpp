@@ -1,8 +1,14 @@
-// `repshape train` and `repshape version`: validate everything (arguments, config, data) before any
-// work starts or anything is written, then train on however many ranks mpirun started.
+// `repshape train` and `repshape version`: validate everything (arguments, config, data, model
+// shapes, resources, the output directory) before any work starts or anything is written, then
+// train on however many ranks the launcher started, and record how the run ended (SPEC §7).
 #include "Commands.h"
 #include "Config.h"
 #include "OutputFiles.h"
+#include "ProgressPrinter.h"
+#include "ResultFile.h"
+#include "RunDirectory.h"
+#include "StepsLog.h"
+#include "StopSignals.h"
 #include "Trainer.h"
 #include "data/Data.h"
 
@@ -11,24 +17,19 @@
 
 #include <torch/version.h>
 
+#include <CLI/CLI.hpp>
+
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 #include <dlfcn.h>
-#include <filesystem>
-#include <iostream>
+#include <unistd.h>
 
 namespace repshape {
 
 namespace {
-
-constexpr const char* kTrainUsage =
-    "usage: repshape train CONFIG.toml [--set section.key=value]... [--out DIR] [--fault SPEC]\n"
-    "  --set section.key=value  override one config key (value in TOML syntax; bare words are strings;\n"
-    "                           regularizer.N.key addresses the N-th [[regularizer]])\n"
-    "  --out DIR                output directory (default runs/<config name>)\n"
-    "  --fault rank=R,step=S,kind=crash|stall   inject a fault (tests of the failure paths)\n"
-    "  --dump-gradients FILE    write the summed parameter gradients of step 1 (tests of SPEC §4)\n";
 
 struct TrainArgs {
   std::string config;
@@ -36,63 +37,10 @@ struct TrainArgs {
   std::string out;
   std::string fault;
   std::string gradientDump;
+  bool overwrite = false;
+  bool resume = false;
+  bool quiet = false;
 };
-
-// Rank as told by the launcher, before MPI is initialised: only rank 0 prints input errors.
-int launcherRank() {
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
-    if (const char* value = std::getenv(name)) return std::atoi(value);
-  return 0;
-}
-
-int inputError(const std::string& message) {
-  if (launcherRank() == 0) std::fprintf(stderr, "repshape: error: %s\n", message.c_str());
-  return 2;
-}
-
-bool parseArgs(int argc, char** argv, TrainArgs& args, std::string& error) {
-  for (int i = 0; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](const char* flag) -> const char* {
-      if (i + 1 >= argc) {
-        error = std::string(flag) + " needs a value";
-        return nullptr;
-      }
-      return argv[++i];
-    };
-    if (arg == "--set") {
-      const char* v = value("--set");
-      if (!v) return false;
-      args.overrides.emplace_back(v);
-    } else if (arg == "--out") {
-      const char* v = value("--out");
-      if (!v) return false;
-      args.out = v;
-    } else if (arg == "--fault") {
-      const char* v = value("--fault");
-      if (!v) return false;
-      args.fault = v;
-    } else if (arg == "--dump-gradients") {
-      const char* v = value("--dump-gradients");
-      if (!v) return false;
-      args.gradientDump = v;
-    } else if (arg.rfind("--", 0) == 0) {
-      error = "unknown option " + arg;
-      return false;
-    } else if (args.config.empty()) {
-      args.config = arg;
-    } else {
-      error = "unexpected argument " + arg + " (one config file only)";
-      return false;
-    }
-  }
-  if (args.config.empty()) {
-    error = "missing CONFIG.toml";
-    return false;
-  }
-  if (args.out.empty()) args.out = "runs/" + std::filesystem::path(args.config).stem().string();
-  return true;
-}
 
 // ATen's set_num_threads does not reach OpenBLAS's own thread pool, which defaults to every core:
 // on small per-step GEMMs those threads contend with the other ranks (measured: the Choi MLP step
@@ -109,6 +57,36 @@ dist::Backend backendOf(const std::string& name) {
   return dist::Backend::Auto;
 }
 
+// Checks that need the data or the environment, located at the config key they concern.
+void validateRun(const Config& config, const data::DataSplits& data, const ModelPlan& plan) {
+  if (data.numClasses < 1) throw ConfigError(config.where("data.source") + ": data: the source has no classes");
+  const int world = launcherWorldSize();
+  if (world > 1 && config.distributed.backend == "single")
+    throw ConfigError(config.where("distributed.backend") + ": distributed.backend: \"single\" but the launcher started " +
+                      std::to_string(world) + " ranks; every rank would train alone and write the same files "
+                      "(use \"auto\" or \"mpi\")");
+  // Parameters, their gradients and two optimizer moments, plus ~3 activation copies per sample
+  // (forward values, gradients, masks) of this rank's share of the batch, in fp32.
+  const double batchRows = std::ceil(
+      static_cast<double>(std::max({std::min(config.train.batchSize, data.train.size()), config.eval.batchSize})) /
+      std::max(world, 1));
+  const double bytes = 4.0 * (4.0 * static_cast<double>(plan.parameters) +
+                              3.0 * batchRows * static_cast<double>(plan.activationsPerSample));
+  const double physical = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  const double share = physical / std::max(launcherLocalSize(), 1);
+  if (physical > 0 && bytes > 0.8 * share) {
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  "the model needs about %.1f GiB per rank (%lld parameters, %lld activations per sample, batch %lld "
+                  "per rank) but this machine has %.1f GiB for each of its %d local rank(s)",
+                  bytes / (1 << 30), static_cast<long long>(plan.parameters),
+                  static_cast<long long>(plan.activationsPerSample), static_cast<long long>(batchRows),
+                  share / (1 << 30), std::max(launcherLocalSize(), 1));
+    const std::string key = config.model.type == "mlp" ? "model.hidden" : "model.layers";
+    throw ConfigError(config.where(key) + ": " + key + ": " + text);
+  }
+}
+
 }  // namespace
 
 int runVersion() {
@@ -118,35 +96,47 @@ int runVersion() {
 }
 
 int runTrain(int argc, char** argv) {
-  for (int i = 0; i < argc; ++i) {
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::fputs(kTrainUsage, stdout);
-      return 0;
-    }
-  }
   TrainArgs args;
-  std::string argError;
-  if (!parseArgs(argc, argv, args, argError)) {
-    if (launcherRank() == 0) std::fputs(kTrainUsage, stderr);
-    return inputError(argError);
-  }
+  CLI::App app{"Train one model, data-parallel on however many ranks the launcher started.", "repshape train"};
+  app.add_option("config", args.config, "training config (TOML)")->required();
+  app.add_option("--set", args.overrides,
+                 "override one key: section.key=value (TOML value; bare words are strings; "
+                 "regularizer.N.key addresses the N-th [[regularizer]])")
+      ->take_all()
+      ->allow_extra_args(false);
+  app.add_option("--out", args.out, "run directory (default runs/<config name>)");
+  auto* overwrite = app.add_flag("--overwrite", args.overwrite, "replace the results of an earlier run in --out");
+  app.add_flag("--resume", args.resume, "continue the run in --out from its newest checkpoint")->excludes(overwrite);
+  app.add_flag("-q,--quiet", args.quiet, "no progress lines (the final summary is still printed)");
+  app.add_option("--fault", args.fault, "inject a fault: rank=R,step=S,kind=crash|stall (tests of the failure paths)");
+  app.add_option("--dump-gradients", args.gradientDump,
+                 "write the summed parameter gradients of step 1 (tests of SPEC §4)");
+  if (int code = parseCommandLine(app, argc, argv); code >= 0) return code;
+  if (args.out.empty()) args.out = "runs/" + std::filesystem::path(args.config).stem().string();
 
-  // Everything the user gave is checked before any work starts and before DIR exists.
+  // Everything the user gave is checked before any work starts and before anything is written.
   Config config;
   data::DataSplits data;
   dist::FaultSpec fault;
+  ModelPlan plan;
   try {
     config = loadConfig(args.config, args.overrides);
     fault = dist::parseFault(args.fault);
+    checkRunDirectory(args.out, args.overwrite, args.resume);
     torch::set_num_threads(static_cast<int>(config.train.threads));
     setBlasThreads(static_cast<int>(config.train.threads));
     data = data::loadData(config.data, config.train.seed);
+    plan = planModel(config, data.sampleShape, data.numClasses);
+    validateRun(config, data, plan);
   } catch (const ConfigError& e) {
     return inputError(e.what());
   } catch (const std::invalid_argument& e) {  // --fault text
     return inputError(e.what());
+  } catch (const c10::Error& e) {
+    return inputError(e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return inputError(args.config + ": out of memory while loading the data");
   }
-  if (data.numClasses < 1) return inputError(args.config + ": data: the source has no classes");
 
   std::unique_ptr<dist::Communicator> comm;
   try {
@@ -154,32 +144,81 @@ int runTrain(int argc, char** argv) {
     options.backend = backendOf(config.distributed.backend);
     options.timeoutSeconds = config.distributed.timeoutSeconds;
     comm = dist::makeCommunicator(options);
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "repshape[rank %d]: cannot start the communicator: %s\n", launcherRank(), e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "repshape[rank %d]: cannot start the communicator: %s\n", launcherRank(), e.what());
     return 1;
   }
 
+  const auto start = std::chrono::steady_clock::now();
+  const bool writer = comm->rank() == 0;
+  ResultContext context{config.path, comm->size(), comm->backendName(),
+                        config.train.device == "cuda" ? comm->device().str() : "cpu"};
+  RunReport report;
+  report.steps = config.train.steps;
+  // Any fatal error from here on (an exception, a collective past its deadline) is recorded as a
+  // failed run by rank 0 before the job ends.
+  const std::string outDir = args.out;
+  auto recordFailure = [&, outDir](int exitCode, const std::string& message) {
+    if (!writer) return;
+    RunReport failed = report;
+    failed.outcome.status = "failed";
+    failed.outcome.exitCode = exitCode;
+    failed.outcome.reason = message;
+    failed.outcome.wallSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    writeResult(outDir, context, failed);
+  };
+  dist::setFatalErrorHook(recordFailure);
+  installStopSignals();
+
+  std::vector<std::unique_ptr<RunSink>> sinks;
+  std::vector<RunSink*> sinkList;
   try {
-    if (comm->rank() == 0) {
-      createDirectories(args.out);
-      const std::string resolved = toToml(config);
-      writeFileAtomically(args.out + "/config.resolved.toml", resolved);
+    if (writer) {
+      prepareRunDirectory(args.out, args.overwrite);
+      writeFileAtomically(args.out + "/config.resolved.toml", toToml(config));
       std::printf("repshape %s: %s on %d rank(s) [%s], %s: %lld train / %lld validation / %lld test samples\n",
                   kVersion, args.config.c_str(), comm->size(), comm->backendName().c_str(),
                   data.description.c_str(), static_cast<long long>(data.train.size()),
                   static_cast<long long>(data.validation.size()), static_cast<long long>(data.test.size()));
       std::fflush(stdout);
     }
-    Trainer trainer(config, data, *comm);
-    trainer.run(args.out, fault.enabled() ? &fault : nullptr, args.gradientDump);
-    if (comm->rank() == 0) std::printf("repshape: wrote %s/{config.resolved.toml,steps.jsonl,result.json}\n", args.out.c_str());
+    sinks.push_back(std::make_unique<StepsLog>(args.out + "/steps.jsonl", config.train.timings));
+    const bool terminal = ::isatty(STDOUT_FILENO) == 1;
+    sinks.push_back(std::make_unique<ProgressPrinter>(args.quiet ? 0.0 : config.train.progressSeconds,
+                                                      terminal && !args.quiet));
+    for (auto& sink : sinks) sinkList.push_back(sink.get());
+
+    Trainer trainer(config, data, plan, *comm);
+    report.steps = trainer.totalSteps();
+    RunOptions options;
+    options.outDir = args.out;
+    options.fault = fault.enabled() ? &fault : nullptr;
+    options.gradientDump = args.gradientDump;
+    options.sinks = sinkList;
+    report = trainer.run(options);
   } catch (const std::exception& e) {
-    const std::string message = "repshape[rank " + std::to_string(comm->rank()) + "]: error: " + e.what();
-    if (comm->size() > 1) comm->abort(1, message);  // never leave the other ranks waiting
+    const auto* torchError = dynamic_cast<const c10::Error*>(&e);
+    std::string what = torchError ? torchError->what_without_backtrace() : e.what();
+    if (dynamic_cast<const std::bad_alloc*>(&e)) what = "out of memory (std::bad_alloc)";
+    what = what.substr(0, what.find('\n'));  // one line, never a frame dump
+    const std::string message = "repshape[rank " + std::to_string(comm->rank()) + "]: error: " + what;
     std::fprintf(stderr, "%s\n", message.c_str());
+    RunOutcome failed;
+    failed.status = "failed";
+    failed.exitCode = 1;
+    failed.reason = message;
+    for (RunSink* sink : sinkList) sink->onEnd(failed);
+    dist::runFatalErrorHook(1, message);  // rank 0 writes result.json (failed)
+    if (comm->size() > 1) comm->abort(1, message);  // never leave the other ranks waiting
     return 1;
   }
-  return 0;
+  for (RunSink* sink : sinkList) sink->onEnd(report.outcome);
+  if (writer) writeResult(args.out, context, report);
+  dist::setFatalErrorHook({});
+  return report.outcome.exitCode;
 }
 
 }  // namespace repshape

@@ -1,15 +1,14 @@
 #include "Trainer.h"
 
 #include "CommReducer.h"
-#include "Json.h"
 #include "OutputFiles.h"
-
-#include <repshape/BuildInfo.h>
+#include "StopSignals.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
-#include <fstream>
+#include <csignal>
+#include <cmath>
 
 namespace repshape {
 
@@ -34,6 +33,9 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimConfig& c, std
 
 std::string penaltyKey(const reg::PenaltyValue& v) { return v.name + "@" + v.target; }
 
+// Slots of the per-step control all-reduce (SUM over ranks, fp64).
+enum ControlSlot : int64_t { kTaskLossSum, kNonFiniteLoss, kStopInt, kStopTerm, kControlSlots };
+
 }  // namespace
 
 void Trainer::writeGradients(const std::string& path) {
@@ -51,10 +53,6 @@ void Trainer::writeGradients(const std::string& path) {
   writeFileAtomically(path, text);
 }
 
-namespace {
-
-}  // namespace
-
 Shard shardOf(int64_t globalRows, int rank, int world) {
   const int64_t base = globalRows / world, extra = globalRows % world;
   Shard s;
@@ -63,7 +61,7 @@ Shard shardOf(int64_t globalRows, int rank, int world) {
   return s;
 }
 
-Trainer::Trainer(const Config& config, const data::DataSplits& data, dist::Communicator& comm)
+Trainer::Trainer(const Config& config, const data::DataSplits& data, const ModelPlan& plan, dist::Communicator& comm)
     : config_(config),
       data_(data),
       comm_(comm),
@@ -72,7 +70,7 @@ Trainer::Trainer(const Config& config, const data::DataSplits& data, dist::Commu
   // Identical initial parameters on every rank: same seed, then a broadcast from rank 0 for safety
   // (different devices or library builds may not draw identical numbers).
   torch::manual_seed(config.train.seed);
-  network_ = Network(config.model, data.sampleShape, data.numClasses);
+  network_ = Network(config.model, plan);
   network_->to(device_);
   if (comm_.size() > 1) {
     torch::NoGradGuard noGrad;
@@ -84,6 +82,12 @@ Trainer::Trainer(const Config& config, const data::DataSplits& data, dist::Commu
     if (std::find(captureLayers_.begin(), captureLayers_.end(), layer) == captureLayers_.end())
       captureLayers_.push_back(layer);
   network_->setCaptureLayers(captureLayers_);
+}
+
+int64_t Trainer::totalSteps() const {
+  const int64_t n = data_.train.size();
+  const int64_t batchesPerEpoch = (n + config_.train.batchSize - 1) / config_.train.batchSize;
+  return config_.train.steps > 0 ? config_.train.steps : config_.train.epochs * batchesPerEpoch;
 }
 
 ForwardContext Trainer::context(bool training, int64_t globalBatch, int64_t rowOffset, int64_t step) const {
@@ -101,7 +105,24 @@ ForwardContext Trainer::context(bool training, int64_t globalBatch, int64_t rowO
   return ctx;
 }
 
-void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault, const std::string& gradientDump) {
+std::string Trainer::nonFiniteParameter() const {
+  torch::NoGradGuard noGrad;
+  for (const auto& item : network_->named_parameters())
+    if (!torch::isfinite(item.value()).all().item<bool>()) return "parameter " + item.key();
+  return "";
+}
+
+bool Trainer::gradientsFinite() const {
+  // Gradients are summed across ranks, so this answer is the same on every rank. One fused norm
+  // per parameter list: a NaN or ±inf anywhere makes its norm non-finite.
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : network_->parameters())
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return true;
+  return torch::isfinite(torch::stack(at::_foreach_norm(grads))).all().item<bool>();
+}
+
+RunReport Trainer::run(const RunOptions& options) {
   const auto& train = config_.train;
   const int rank = comm_.rank(), world = comm_.size();
   const bool writer = rank == 0;
@@ -112,27 +133,39 @@ void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault, const
   const int64_t n = data_.train.size();
   TORCH_CHECK(n > 0, "the training set is empty");
   const int64_t batchesPerEpoch = (n + train.batchSize - 1) / train.batchSize;
-  const int64_t totalSteps = train.steps > 0 ? train.steps : train.epochs * batchesPerEpoch;
+  RunReport report;
+  report.steps = totalSteps();
+
+  RunInfo info;
+  info.outDir = options.outDir;
+  info.configPath = config_.path;
+  info.rank = rank;
+  info.worldSize = world;
+  info.backend = comm_.backendName();
+  info.totalSteps = report.steps;
+  info.layers = captureLayers_;
+  for (RunSink* sink : options.sinks) sink->onStart(info);
 
   auto optimizer = makeOptimizer(config_.optim, network_->parameters());
   dist::GradientAllReducer gradients(comm_, network_->parameters());
   CommReducer reducer(comm_, "penalty");
 
-  std::ofstream steps;
-  if (writer) steps.open(outDir + "/steps.jsonl", std::ios::trunc);
   int64_t samplesSinceLog = 0;
   auto lastLog = Clock::now();
+  RunOutcome& outcome = report.outcome;
+  int64_t stepsDone = 0;
 
   torch::Tensor permutation;
   network_->train();
-  for (int64_t step = 0; step < totalSteps; ++step) {
+  for (int64_t step = 0; step < report.steps; ++step) {
+    const auto stepStart = Clock::now();
     const int64_t epoch = step / batchesPerEpoch, batch = step % batchesPerEpoch;
     if (batch == 0) {
       // One global permutation per epoch from (seed, epoch): identical on every rank.
       auto generator = at::make_generator<at::CPUGeneratorImpl>(train.seed * 1000003ULL + epoch);
       permutation = at::randperm(n, generator, torch::TensorOptions().dtype(torch::kLong)).to(device_);
     }
-    if (fault) dist::maybeInjectFault(*fault, rank, step);
+    if (options.fault) dist::maybeInjectFault(*options.fault, rank, step);
     const int64_t globalBegin = batch * train.batchSize;
     const int64_t globalRows = std::min(train.batchSize, n - globalBegin);
     const Shard shard = shardOf(globalRows, rank, world);
@@ -169,76 +202,105 @@ void Trainer::run(const std::string& outDir, const dist::FaultSpec* fault, const
     optimizer->zero_grad();
     loss.backward();
     gradients.allReduce();
-    if (step == 0 && writer && !gradientDump.empty()) writeGradients(gradientDump);
-    optimizer->step();
+    if (step == 0 && writer && !options.gradientDump.empty()) writeGradients(options.gradientDump);
+
+    // Control: [Σ task loss, # ranks with a non-finite local loss, # ranks with SIGINT, SIGTERM].
+    const double localTask = taskSum.item<double>();
+    const int stop = pendingStopSignal();
+    torch::Tensor control = torch::tensor({localTask, std::isfinite(localTask) ? 0.0 : 1.0,
+                                           stop == SIGINT ? 1.0 : 0.0, stop == SIGTERM ? 1.0 : 0.0},
+                                          torch::kDouble);
+    if (world > 1) {
+      control = control.to(comm_.device());
+      comm_.allReduce(control, dist::ReduceOp::Sum, "control");
+      control = control.cpu();
+    }
+    const auto c = control.accessor<double, 1>();
+    const double taskLoss = c[kTaskLossSum] / static_cast<double>(globalRows);
+    const double penalty = penaltyTotal.item<double>();
+
+    // Divergence: decided from values identical on every rank (global sums, reduced penalties,
+    // summed gradients), checked before the update so the parameters stay the last finite ones.
+    std::string term;
+    if (c[kNonFiniteLoss] > 0 || !std::isfinite(taskLoss)) term = "loss";
+    if (!std::isfinite(penalty))
+      for (const auto& v : values)
+        if (!std::isfinite(v.value.item<double>())) {
+          term = "penalty " + penaltyKey(v);
+          break;
+        }
+    if (term.empty() && !gradientsFinite()) term = "gradient";
+    if (!term.empty()) {
+      const std::string parameter = nonFiniteParameter();  // an earlier update overflowed
+      if (!parameter.empty()) term = parameter;
+    } else {
+      optimizer->step();
+    }
     const dist::CommCounters afterGrads = comm_.counters();
     samplesSinceLog += globalRows;
+    stepsDone = step + 1;
 
-    if ((step + 1) % train.logEvery != 0 && step + 1 != totalSteps) continue;
-    // The logged task loss is global: one small sum on logged steps only.
-    torch::Tensor logged = taskSum.detach().to(torch::kDouble).reshape({1});
-    if (world > 1) comm_.allReduce(logged, dist::ReduceOp::Sum, "log.task_loss");
-    const double taskLoss = logged.item<double>() / static_cast<double>(globalRows);
-    if (!writer) continue;
-    const double penalty = penaltyTotal.item<double>();
-    JsonWriter line;
-    line.beginObject()
-        .field("step", step + 1)
-        .field("epoch", epoch)
-        .field("loss", taskLoss + penalty)
-        .field("task_loss", taskLoss)
-        .field("penalty", penalty);
-    if (!values.empty()) {
-      line.key("penalties").beginObject();
-      for (const auto& v : values) line.field(penaltyKey(v), v.value.item<double>());
-      line.endObject();
-    }
-    line.field("stats_bytes", afterStats.bytes - before.bytes).field("grad_bytes", afterGrads.bytes - afterStats.bytes);
-    if (train.timings) {
-      const double elapsed = secondsSince(lastLog);
-      line.field("samples_per_s", samplesSinceLog / std::max(elapsed, 1e-9))
-          .field("stats_comm_s", afterStats.seconds - before.seconds)
-          .field("grad_comm_s", afterGrads.seconds - afterStats.seconds);
+    const bool stopping = !term.empty() || c[kStopInt] > 0 || c[kStopTerm] > 0;
+    if ((step + 1) % train.logEvery == 0 || step + 1 == report.steps || stopping) {
+      StepRecord record;
+      record.step = step + 1;
+      record.totalSteps = report.steps;
+      record.epoch = epoch;
+      record.taskLoss = taskLoss;
+      record.penalty = penalty;
+      record.loss = taskLoss + penalty;
+      for (const auto& v : values) {
+        record.penalties.emplace_back(penaltyKey(v), v.value.item<double>());
+        record.weights.emplace_back(penaltyKey(v), v.weight);
+      }
+      record.statsBytes = afterStats.bytes - before.bytes;
+      record.gradBytes = afterGrads.bytes - afterStats.bytes;
+      record.statsCommSeconds = afterStats.seconds - before.seconds;
+      record.gradCommSeconds = afterGrads.seconds - afterStats.seconds;
+      record.stepSeconds = secondsSince(stepStart);
+      record.samplesPerSecond = samplesSinceLog / std::max(secondsSince(lastLog), 1e-9);
+      record.elapsedSeconds = secondsSince(start);
       lastLog = Clock::now();
       samplesSinceLog = 0;
+      for (RunSink* sink : options.sinks) sink->onStep(record);
     }
-    line.endObject();
-    steps << line.str() << '\n';
+    if (!term.empty()) {
+      outcome.status = "diverged";
+      outcome.exitCode = 4;
+      outcome.step = step + 1;
+      outcome.term = term;
+      outcome.reason = "non-finite " + term + " at step " + std::to_string(step + 1);
+      break;
+    }
+    if (c[kStopInt] > 0 || c[kStopTerm] > 0) {
+      const bool term15 = c[kStopTerm] > 0;
+      outcome.status = "interrupted";
+      outcome.exitCode = term15 ? 143 : 130;
+      outcome.step = step + 1;
+      outcome.reason = std::string(term15 ? "SIGTERM" : "SIGINT") + ": stopped after step " + std::to_string(step + 1) +
+                       " of " + std::to_string(report.steps);
+      break;
+    }
   }
-  if (writer) steps.close();
-  const double trainSeconds = secondsSince(start);
+  (void)writer;
+  report.trainSeconds = secondsSince(start);
+  report.epochs = static_cast<double>(stepsDone) / static_cast<double>(batchesPerEpoch);
+  if (outcome.status == "ok") outcome.step = stepsDone;
 
-  // Evaluation: every split sharded across ranks, global sums; metrics on the test set.
-  network_->eval();
-  std::string layersJson;
-  const EvalSplitResult trainResult = evaluate(data_.train, false, nullptr);
-  std::optional<EvalSplitResult> validation;
-  if (data_.validation.size() > 0) validation = evaluate(data_.validation, false, nullptr);
-  const EvalSplitResult test = evaluate(data_.test, true, &layersJson);
-
-  if (!writer) return;
-  auto split = [](JsonWriter& w, const char* name, const EvalSplitResult& r) {
-    w.key(name).beginObject().field("error", r.error).field("loss", r.loss).field("samples", r.samples).endObject();
-  };
-  JsonWriter result;
-  result.beginObject()
-      .field("repshape_version", kVersion)
-      .field("git_commit", kGitCommit)
-      .field("config", config_.path)
-      .field("world_size", world)
-      .field("backend", comm_.backendName())
-      .field("device", device_.str())
-      .field("steps", totalSteps)
-      .field("epochs", static_cast<double>(totalSteps) / static_cast<double>(batchesPerEpoch))
-      .field("train_wall_s", trainSeconds)
-      .field("wall_s", secondsSince(start));
-  split(result, "train", trainResult);
-  if (validation) split(result, "validation", *validation);
-  else result.key("validation").null();
-  split(result, "test", test);
-  result.key("layers").raw(layersJson.empty() ? "{}" : layersJson);
-  result.endObject();
-  writeFileAtomically(outDir + "/result.json", result.str() + "\n");
+  // Evaluation of a finished run: every split sharded across ranks, global sums; metrics on test.
+  if (outcome.status == "ok") {
+    network_->eval();
+    EvalRecord evaluation;
+    evaluation.step = stepsDone;
+    evaluation.final = true;
+    evaluation.train = evaluate(data_.train, nullptr);
+    if (data_.validation.size() > 0) evaluation.validation = evaluate(data_.validation, nullptr);
+    evaluation.test = evaluate(data_.test, &evaluation.layers);
+    for (RunSink* sink : options.sinks) sink->onEvaluation(evaluation);
+    report.evaluation = std::move(evaluation);
+  }
+  outcome.wallSeconds = secondsSince(start);
+  return report;
 }
 
 }  // namespace repshape

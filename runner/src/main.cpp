@@ -1,4 +1,6 @@
-// repshape: command-line entry point. Library code throws; errors are caught once here.
+// repshape: command-line entry point. Library code throws; each subcommand catches once and
+// returns its exit code. The subcommand parses its own options (CLI11), so `repshape train --help`
+// lists only train's.
 #include "Commands.h"
 
 #include <cstdio>
@@ -7,14 +9,26 @@
 
 namespace {
 
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, char** argv);
+};
+
+int version(int, char**) { return repshape::runVersion(); }
+
+constexpr Command kCommands[] = {
+    {"train", "CONFIG.toml [--set key=value]... [--out DIR]   train one model (data-parallel under mpirun)",
+     repshape::runTrain},
+    {"inspect", "ACTIVATIONS.(csv|npy) [options]              metrics and penalties of saved activations",
+     repshape::runInspect},
+    {"version", "                                             print version and build", version},
+};
+
 void printUsage(std::FILE* to) {
-  std::fputs(
-      "usage: repshape <command> [args]\n"
-      "  train CONFIG.toml [--set section.key=value]... [--out DIR]   train one model\n"
-      "  inspect ACTIVATIONS.(csv|npy) [options]                      metrics and penalties of saved activations\n"
-      "  version                                                      print version and build\n"
-      "Run `repshape <command> --help` for the options of a command.\n",
-      to);
+  std::fputs("usage: repshape <command> [args]\n", to);
+  for (const Command& c : kCommands) std::fprintf(to, "  %-8s %s\n", c.name, c.summary);
+  std::fputs("Run `repshape <command> --help` for the options of a command.\n", to);
 }
 
 }  // namespace
@@ -24,15 +38,17 @@ int main(int argc, char** argv) {
     printUsage(stderr);
     return 2;
   }
-  const std::string command = argv[1];
-  if (command == "--help" || command == "-h" || command == "help") {
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
     printUsage(stdout);
     return 0;
   }
-  if (command == "train") return repshape::runTrain(argc - 2, argv + 2);
-  if (command == "inspect") return repshape::runInspect(argc - 2, argv + 2);
-  if (command == "version" || command == "--version") return repshape::runVersion();
-  std::fprintf(stderr, "repshape: unknown command '%s'\n", command.c_str());
-  printUsage(stderr);
+  if (name == "--version") return repshape::runVersion();
+  for (const Command& c : kCommands)
+    if (name == c.name) return c.run(argc - 1, argv + 1);
+  if (repshape::launcherRank() == 0) {
+    std::fprintf(stderr, "repshape: error: unknown command '%s'\n", name.c_str());
+    printUsage(stderr);
+  }
   return 2;
 }

@@ -98,7 +98,7 @@ INSTANTIATE_TEST_SUITE_P(
                  "bad.toml: --set: regularizer[0].weight: expected a number in [0, inf], got -1"},
         BadInput{"missing-data", "[data]\nsource = \"idx\"\ndir = \"@DIR@/nowhere\"\n", "", "@DIR@/nowhere"},
         BadInput{"malformed-data", "[data]\nsource = \"idx\"\ndir = \"@DIR@/idx\"\n", "", "@DIR@/idx/train-"},
-        BadInput{"missing-config", "", "--set x.y=1 extra.toml", "one config file only"},
+        BadInput{"missing-config", "", "--set x.y=1 extra.toml", "not expected: extra.toml"},
         BadInput{"bad-fault", "[train]\nepochs = 1\n", "--fault rank=1,kind=explode", "explode"}),
     [](const ::testing::TestParamInfo<BadInput>& info) {
       std::string name = info.param.name;

@@ -121,9 +121,28 @@ Dataset loadIdxPair(const std::string& dir, const std::string& prefix, std::stri
 void checkLabels(const torch::Tensor& labels, int64_t numClasses, const std::string& path) {
   if (labels.numel() == 0) return;
   const int64_t maxLabel = labels.max().item<int64_t>();
-  if (maxLabel >= numClasses)
-    throw DataError(path + ": label " + std::to_string(maxLabel) + " out of range, expected labels in [0, " +
+  if (maxLabel >= numClasses) {
+    const int64_t index = labels.ge(numClasses).nonzero()[0][0].item<int64_t>();
+    throw DataError(path + ": label " + std::to_string(labels[index].item<int64_t>()) + " of sample " +
+                    std::to_string(index) + " (counting from 0) out of range, expected labels in [0, " +
                     std::to_string(numClasses) + ")");
+  }
+}
+
+// Inferring the class count from the largest label is only sound when labels are dense: one stray
+// label (200 in a 10-class file) would otherwise make 201 classes, 190 of them empty.
+int64_t inferClasses(const torch::Tensor& trainLabels, const torch::Tensor& testLabels, const std::string& path) {
+  const int64_t classes =
+      1 + std::max(trainLabels.numel() ? trainLabels.max().item<int64_t>() : 0,
+                   testLabels.numel() ? testLabels.max().item<int64_t>() : 0);
+  const torch::Tensor counts = torch::bincount(torch::cat({trainLabels, testLabels}), {}, classes);
+  const torch::Tensor absent = counts.eq(0).nonzero();
+  if (absent.size(0) > 0)
+    throw DataError(path + ": labels go up to " + std::to_string(classes - 1) + " but " +
+                    std::to_string(absent.size(0)) + " label value(s) below that never occur (first: " +
+                    std::to_string(absent[0][0].item<int64_t>()) +
+                    "); a stray or corrupted label?");
+  return classes;
 }
 
 }  // namespace
@@ -139,9 +158,7 @@ SourceData loadIdxDirectory(const std::string& dir, int64_t numClasses) {
     throw DataError(testImages + ": images of " + std::to_string(testShape[1]) + "x" +
                     std::to_string(testShape[2]) + ", expected " + std::to_string(trainShape[1]) + "x" +
                     std::to_string(trainShape[2]) + " like " + trainImages);
-  if (numClasses <= 0) {
-    numClasses = 1 + std::max(data.train.labels.max().item<int64_t>(), data.test.labels.max().item<int64_t>());
-  }
+  if (numClasses <= 0) numClasses = inferClasses(data.train.labels, data.test.labels, trainLabels);
   checkLabels(data.train.labels, numClasses, trainLabels);
   checkLabels(data.test.labels, numClasses, testLabels);
   data.numClasses = numClasses;

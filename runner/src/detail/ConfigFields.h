@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <map>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -23,6 +24,10 @@ inline constexpr std::string_view kOverrideSource = "--set";
 // Where a node came from, for `file:line: key: what was expected` messages.
 struct ParseContext {
   std::string file;
+  std::map<std::string, std::string>* locations = nullptr;  // key path → "file:line", when recorded
+  void record(const std::string& key, const toml::node& node) const {
+    if (locations) (*locations)[key] = where(node);
+  }
   std::string where(const toml::node& node) const;
   std::string where(const toml::source_region& source) const;
   [[noreturn]] void fail(const toml::node& node, const std::string& key, const std::string& what) const;
@@ -213,6 +218,7 @@ void parseTable(const toml::table& table, const std::string& prefix, const std::
       ctx.fail(key.source(), path,
                "unknown key" + (hint.empty() ? std::string() : " (did you mean '" + hint + "'?)"));
     }
+    ctx.record(path, node);
     it->parse(out, node, path, ctx);
   }
 }

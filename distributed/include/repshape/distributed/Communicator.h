@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +78,12 @@ class Communicator {
   CommCounters counters_;
   double timeoutSeconds_;
 };
+
+// Called once, on the failing rank, when a collective error or deadline is about to end the job
+// (before MPI_Abort): the runner records the failure (result.json) here. Must not throw or issue
+// collectives. Also run by Communicator::abort.
+void setFatalErrorHook(std::function<void(int exitCode, const std::string& message)> hook);
+void runFatalErrorHook(int exitCode, const std::string& message);
 
 // Creates the backend chosen by `options` (Auto: MPI when the process was started by mpirun).
 // MPI is initialised on first use and finalised at exit.
