@@ -146,8 +146,13 @@ torch::Tensor readLabels(const std::string& path) {
   if (a.size(1) != 1) fail(path, std::to_string(a.size(1)) + " columns, expected one column of class labels");
   const torch::Tensor v = a.reshape({-1});
   const torch::Tensor asLong = v.to(torch::kInt64);
-  if (!asLong.to(v.scalar_type()).equal(v) || (asLong.numel() > 0 && asLong.min().item<int64_t>() < 0))
-    fail(path, "labels must be non-negative integers");
+  // The first row that is not a label 0, 1, 2 …: NaN, a fraction or a negative number.
+  const torch::Tensor bad = torch::isfinite(v).logical_not().logical_or(asLong.to(v.scalar_type()).ne(v)).logical_or(v.lt(0));
+  if (bad.any().item<bool>()) {
+    const int64_t row = bad.nonzero()[0][0].item<int64_t>();
+    fail(path, "row " + std::to_string(row) + " (counting from 0) is " + std::to_string(v[row].item<double>()) +
+                   "; labels must be non-negative integers");
+  }
   return asLong;
 }
 
