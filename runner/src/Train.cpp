@@ -87,6 +87,12 @@ void validateRun(const Config& config, const data::DataSplits& data, const Model
   }
 }
 
+// The last logged step, for the record of a run that fails mid-training.
+struct StepTracker final : RunSink {
+  int64_t step = 0;
+  void onStep(const StepRecord& record) override { step = record.step; }
+};
+
 }  // namespace
 
 int runVersion() {
@@ -161,9 +167,11 @@ int runTrain(int argc, char** argv) {
   // Any fatal error from here on (an exception, a collective past its deadline) is recorded as a
   // failed run by rank 0 before the job ends.
   const std::string outDir = args.out;
+  StepTracker tracker;
   auto recordFailure = [&, outDir](int exitCode, const std::string& message) {
     if (!writer) return;
     RunReport failed = report;
+    failed.outcome.step = tracker.step;
     failed.outcome.status = "failed";
     failed.outcome.exitCode = exitCode;
     failed.outcome.reason = message;
@@ -190,6 +198,7 @@ int runTrain(int argc, char** argv) {
     sinks.push_back(std::make_unique<ProgressPrinter>(args.quiet ? 0.0 : config.train.progressSeconds,
                                                       terminal && !args.quiet));
     for (auto& sink : sinks) sinkList.push_back(sink.get());
+    sinkList.push_back(&tracker);
 
     Trainer trainer(config, data, plan, *comm);
     report.steps = trainer.totalSteps();

@@ -96,6 +96,14 @@ def group_rundir(bin, work, config):
     open(afile, "w").write("x")
     code, text = run([bin, "train", config, "--out", afile])
     check(code == 2 and "not a directory" in text, "--out naming a file is refused", text)
+    # A rank that stalls: rank 0 misses the collective deadline and records the failure before the job ends.
+    stalled = os.path.join(work, "stalled")
+    code, text = run([bin, "train", config, "--out", stalled, "-q", "--set", "distributed.timeout_s=3",
+                      "--set", "train.steps=50", "--fault", "rank=1,step=5,kind=stall"], mpi=True, timeout=60)
+    r = result(stalled)
+    check(code == 70 and r["status"] == "failed" and r["exit_code"] == 70 and "rank(s) 1" in r["reason"]
+          and r["step"] >= 4, f"a stalled rank: exit 70, result failed at step {r['step']}: {r['reason']}", text)
+    no_stack(text, "stalled rank")
     # Two ranks: the refusal happens on every rank before MPI work; nothing is touched.
     code, text = run([bin, "train", config, "--out", out], mpi=True)
     check(code == 2 and "earlier run" in text, "mpirun -np 2 into a used directory: exit 2", text)
