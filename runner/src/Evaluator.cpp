@@ -77,6 +77,14 @@ SplitResult Trainer::evaluate(
       const int64_t width = network_->layerWidth(captureLayers_[i]);
       const torch::Tensor local = layerRows[i].empty() ? torch::zeros({0, width}) : torch::cat(layerRows[i]);
       const torch::Tensor labels = labelParts.empty() ? torch::zeros({0}, torch::kLong) : torch::cat(labelParts);
+      // Clustering and MI of non-finite rows mean nothing (and KMeans would not converge): every
+      // rank agrees to skip them from one summed count, and the count is reported instead.
+      torch::Tensor nonFinite = torch::isfinite(local).logical_not().any(1).sum().to(torch::kFloat64).reshape({1});
+      nonFinite = reducer.sum(nonFinite);
+      if (nonFinite.item<double>() > 0) {
+        values.emplace_back("nonfinite_rows", nonFinite.item<double>());
+        continue;
+      }
       if (const auto& c = config_.eval.clustering) {
         reg::ClusteringOptions options;
         options.k = c->k;
