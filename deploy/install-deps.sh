@@ -12,6 +12,7 @@ packages=(
   libgtest-dev googletest zlib1g-dev      # tests; .gz IDX files
   dataset-fashion-mnist                   # built-in data for the quickstart and tests
   python3-torch python3-numpy python3-sklearn  # independent references for the tests
+  prometheus prometheus-pushgateway curl  # deploy/monitoring.sh and the monitoring tests (promtool)
 )
 
 missing=()

@@ -1,5 +1,6 @@
 #include "Config.h"
 
+#include "MetricsExporter.h"
 #include "detail/ConfigFields.h"
 
 #include <toml++/toml.h>
@@ -190,6 +191,29 @@ const std::vector<Field<DistributedConfig>>& distributedFields() {
                                              {"auto", "single", "mpi", "nccl"}),
       detail::doubleField<DistributedConfig>("timeout_s", &DistributedConfig::timeoutSeconds, 0.0,
                                              detail::kInf, true),
+  };
+  return fields;
+}
+
+// A string key whose value `check` accepts ("" always passes: the feature is off).
+Field<MetricsConfig> addressField(const char* key, std::string MetricsConfig::*member,
+                                  std::string (*check)(const std::string&)) {
+  Field<MetricsConfig> field = detail::stringField<MetricsConfig>(key, member);
+  field.parse = [=](MetricsConfig& s, const toml::node& n, const std::string& p, const ParseContext& c) {
+    s.*member = detail::readString(n, p, c, {});
+    if (const std::string problem = (s.*member).empty() ? "" : check(s.*member); !problem.empty())
+      c.fail(n, p, problem);
+  };
+  return field;
+}
+
+const std::vector<Field<MetricsConfig>>& metricsFields() {
+  static const std::vector<Field<MetricsConfig>> fields = {
+      addressField("listen", &MetricsConfig::listen, checkListenAddress),
+      addressField("pushgateway", &MetricsConfig::pushgateway, checkPushgatewayAddress),
+      detail::stringField<MetricsConfig>("targets_dir", &MetricsConfig::targetsDir),
+      detail::stringField<MetricsConfig>("grid", &MetricsConfig::grid),
+      detail::stringField<MetricsConfig>("cell", &MetricsConfig::cell),
   };
   return fields;
 }
@@ -457,7 +481,7 @@ Config loadConfig(const std::string& path, const std::vector<std::string>& overr
   for (const auto& o : overrides) applyOverride(root, o, path);
 
   static const std::vector<std::string> kSections = {"data", "model", "optim", "train",
-                                                     "eval", "distributed", "regularizer"};
+                                                     "eval", "distributed", "metrics", "regularizer"};
   for (auto&& [key, node] : root) {
     const std::string name(key.str());
     if (name == "regularizer") {
@@ -488,6 +512,7 @@ Config loadConfig(const std::string& path, const std::vector<std::string>& overr
     else if (name == "train") detail::parseTable(table, name, trainFields(), config.train, ctx);
     else if (name == "eval") detail::parseTable(table, name, evalFields(), config.eval, ctx);
     else if (name == "distributed") detail::parseTable(table, name, distributedFields(), config.distributed, ctx);
+    else if (name == "metrics") detail::parseTable(table, name, metricsFields(), config.metrics, ctx);
     else {
       const std::string hint = detail::nearest(name, kSections);
       ctx.fail(key.source(), name,
@@ -506,6 +531,7 @@ std::string toToml(const Config& config) {
   root.insert_or_assign("train", detail::emitTable(config.train, trainFields()));
   root.insert_or_assign("eval", detail::emitTable(config.eval, evalFields()));
   root.insert_or_assign("distributed", detail::emitTable(config.distributed, distributedFields()));
+  root.insert_or_assign("metrics", detail::emitTable(config.metrics, metricsFields()));
   toml::array regs;
   for (const auto& spec : config.regularizers) regs.push_back(detail::emitTable(spec, regularizerFields()));
   if (!regs.empty()) root.insert_or_assign("regularizer", std::move(regs));

@@ -97,6 +97,15 @@ struct DistributedConfig {
   double timeoutSeconds = 300.0; // deadline of every collective
 };
 
+// Prometheus monitoring (issue 11; see MetricsExporter.h).
+struct MetricsConfig {
+  std::string listen;       // "HOST:PORT" serving /metrics per rank; "127.0.0.1:0" = ephemeral; "" = off
+  std::string pushgateway;  // "HOST:PORT" of a Pushgateway for the run's outcome; "" = no push
+  std::string targetsDir;   // directory for file_sd targets <cell>-rank<r>.json; "" = none
+  std::string grid;         // label value: the grid this run is a cell of ("" = none)
+  std::string cell;         // label value: the cell id ("" = the output directory's name)
+};
+
 struct Config {
   std::string path;  // file it came from (for messages)
   // Where each key was given ("file:line", "file: --set"), for checks made after parsing (shapes
@@ -110,6 +119,7 @@ struct Config {
   TrainConfig train;
   EvalConfig eval;
   DistributedConfig distributed;
+  MetricsConfig metrics;
   std::vector<reg::PenaltySpec> regularizers;
 };
 
