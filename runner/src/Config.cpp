@@ -176,6 +176,7 @@ Field<Parent> subTableField(const char* key, std::optional<S> Parent::*member,
 const std::vector<Field<EvalConfig>>& evalFields() {
   static const std::vector<Field<EvalConfig>> fields = {
       detail::intField<EvalConfig>("batch_size", &EvalConfig::batchSize, 1),
+      detail::intField<EvalConfig>("every", &EvalConfig::every, 0),
       detail::stringListField<EvalConfig>("layers", &EvalConfig::layers),
       detail::intListField<EvalConfig>("tdv_dims", &EvalConfig::tdvDims, 1),
       detail::doubleListField<EvalConfig>("ud_fractions", &EvalConfig::udFractions, 0.0, 1.0),

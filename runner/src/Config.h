@@ -85,6 +85,7 @@ struct MiConfig {
 
 struct EvalConfig {
   int64_t batchSize = 1000;
+  int64_t every = 0;                         // > 0: also evaluate (validation, test + metrics) every N steps
   std::vector<std::string> layers;           // metric layers besides the regularizer targets
   std::vector<int64_t> tdvDims = {4};
   std::vector<double> udFractions = {0.9};

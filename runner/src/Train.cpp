@@ -3,6 +3,7 @@
 // train on however many ranks the launcher started, and record how the run ended (SPEC §7).
 #include "Commands.h"
 #include "Config.h"
+#include "MetricsExporter.h"
 #include "OutputFiles.h"
 #include "ProgressPrinter.h"
 #include "ResultFile.h"
@@ -40,6 +41,7 @@ struct TrainArgs {
   bool overwrite = false;
   bool resume = false;
   bool quiet = false;
+  std::string metricsListen;  // overrides [metrics] listen when given
 };
 
 // ATen's set_num_threads does not reach OpenBLAS's own thread pool, which defaults to every core:
@@ -93,6 +95,36 @@ struct StepTracker final : RunSink {
   void onStep(const StepRecord& record) override { step = record.step; }
 };
 
+// Starts this rank's Prometheus exporter before any work (issue 11). A malformed or taken address
+// or an unwritable targets directory is bad input on any rank, so every rank learns of it (one MAX
+// all-reduce) and all exit 2 together; the failing rank says why.
+int startMetrics(const Config& config, const std::string& outDir, dist::Communicator& comm,
+                 std::unique_ptr<MetricsExporter>& exporter) {
+  if (config.metrics.listen.empty() && config.metrics.pushgateway.empty()) return 0;
+  MetricsOptions options;
+  options.listen = config.metrics.listen;
+  options.pushgateway = config.metrics.pushgateway;
+  options.targetsDir = config.metrics.targetsDir;
+  options.grid = config.metrics.grid;
+  options.cell = config.metrics.cell.empty() ? std::filesystem::path(outDir).lexically_normal().filename().string()
+                                             : config.metrics.cell;
+  if (options.cell.empty() || options.cell == ".") options.cell = std::filesystem::path(outDir).parent_path().filename().string();
+  double failed = 0.0;
+  try {
+    exporter = std::make_unique<MetricsExporter>(options, comm.rank());
+  } catch (const MetricsError& e) {
+    const std::string what = e.what(), key = what.substr(0, what.find(':'));  // "metrics.listen: …"
+    std::fprintf(stderr, "repshape[rank %d]: error: %s: %s\n", comm.rank(), config.where(key).c_str(), what.c_str());
+    failed = 1.0;
+  }
+  if (comm.size() > 1) {
+    torch::Tensor flag = torch::tensor({failed}, torch::kDouble).to(comm.device());
+    comm.allReduce(flag, dist::ReduceOp::Max, "metrics.start");
+    failed = flag.cpu().item<double>();
+  }
+  return failed > 0 ? 2 : 0;
+}
+
 }  // namespace
 
 int runVersion() {
@@ -114,6 +146,8 @@ int runTrain(int argc, char** argv) {
   auto* overwrite = app.add_flag("--overwrite", args.overwrite, "replace the results of an earlier run in --out");
   app.add_flag("--resume", args.resume, "continue the run in --out from its newest checkpoint")->excludes(overwrite);
   app.add_flag("-q,--quiet", args.quiet, "no progress lines (the final summary is still printed)");
+  app.add_option("--metrics-listen", args.metricsListen,
+                 "serve Prometheus /metrics on HOST:PORT (\"127.0.0.1:0\": an ephemeral port); overrides metrics.listen");
   app.add_option("--fault", args.fault, "inject a fault: rank=R,step=S,kind=crash|stall (tests of the failure paths)");
   app.add_option("--dump-gradients", args.gradientDump,
                  "write the summed parameter gradients of step 1 (tests of SPEC §4)");
@@ -127,6 +161,11 @@ int runTrain(int argc, char** argv) {
   ModelPlan plan;
   try {
     config = loadConfig(args.config, args.overrides);
+    if (!args.metricsListen.empty()) {
+      if (const std::string problem = checkListenAddress(args.metricsListen); !problem.empty())
+        throw ConfigError("--metrics-listen: " + problem);
+      config.metrics.listen = args.metricsListen;
+    }
     fault = dist::parseFault(args.fault);
     checkRunDirectory(args.out, args.overwrite, args.resume);
     torch::set_num_threads(static_cast<int>(config.train.threads));
@@ -157,6 +196,9 @@ int runTrain(int argc, char** argv) {
     std::fprintf(stderr, "repshape[rank %d]: cannot start the communicator: %s\n", launcherRank(), e.what());
     return 1;
   }
+
+  std::unique_ptr<MetricsExporter> metrics;
+  if (const int code = startMetrics(config, args.out, *comm, metrics); code != 0) return code;
 
   const auto start = std::chrono::steady_clock::now();
   const bool writer = comm->rank() == 0;
@@ -197,6 +239,7 @@ int runTrain(int argc, char** argv) {
     const bool terminal = ::isatty(STDOUT_FILENO) == 1;
     sinks.push_back(std::make_unique<ProgressPrinter>(args.quiet ? 0.0 : config.train.progressSeconds,
                                                       terminal && !args.quiet));
+    if (metrics) sinks.push_back(std::move(metrics));
     for (auto& sink : sinks) sinkList.push_back(sink.get());
     sinkList.push_back(&tracker);
 

@@ -264,6 +264,17 @@ RunReport Trainer::run(const RunOptions& options) {
       samplesSinceLog = 0;
       for (RunSink* sink : options.sinks) sink->onStep(record);
     }
+    // Evaluation during training (eval.every): curves before the end. Every rank reaches it at the
+    // same step (its collectives are matched); the final evaluation covers the last step.
+    if (config_.eval.every > 0 && (step + 1) % config_.eval.every == 0 && step + 1 != report.steps && !stopping) {
+      network_->eval();
+      EvalRecord evaluation;
+      evaluation.step = step + 1;
+      if (data_.validation.size() > 0) evaluation.validation = evaluate(data_.validation, nullptr);
+      evaluation.test = evaluate(data_.test, &evaluation.layers);
+      for (RunSink* sink : options.sinks) sink->onEvaluation(evaluation);
+      network_->train();
+    }
     if (!term.empty()) {
       outcome.status = "diverged";
       outcome.exitCode = 4;

@@ -11,3 +11,5 @@ cd "$deploy/prometheus"
 promtool check config prometheus.yml
 promtool check rules rules.yml
 promtool test rules rules_test.yml
+python3 -m json.tool "$deploy/grafana/dashboards/repshape.json" >/dev/null
+echo "prometheus files: config, rules and rule unit tests pass; dashboard JSON parses"

@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <regex>
+#include <set>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -283,6 +285,23 @@ TEST_F(MetricsExporterTest, GridMonitorServesCellsByState) {
   const auto target = nlohmann::json::parse(test::readFile(monitor.targetFile()));
   EXPECT_EQ(target[0]["labels"]["grid"], "choi");
   EXPECT_EQ(target[0]["targets"][0], monitor.boundAddress());
+
+  // The dashboard's grid panels use names this page serves (the run-level names are checked
+  // against a real training's page in monitoring_e2e.py).
+  const auto dashboard =
+      nlohmann::json::parse(test::readFile(std::string(REPSHAPE_SOURCE_DIR) + "/deploy/grafana/dashboards/repshape.json"));
+  std::set<std::string> gridNames;
+  const std::regex name("repshape_grid_[a-z0-9_]+");
+  for (const auto& panel : dashboard["panels"])
+    for (const auto& t : panel["targets"]) {
+      const std::string expr = t["expr"];
+      for (auto it = std::sregex_iterator(expr.begin(), expr.end(), name); it != std::sregex_iterator(); ++it)
+        gridNames.insert(it->str());
+    }
+  ASSERT_FALSE(gridNames.empty()) << "the dashboard shows no grid progress";
+  std::set<std::string> served;
+  for (const auto& s : parsePage(page)) served.insert(s.name);
+  for (const auto& n : gridNames) EXPECT_TRUE(served.count(n)) << n << " is in the dashboard but not served";
 }
 
 TEST(LayerMetricName, IsAValidPrometheusName) {
