@@ -20,7 +20,7 @@ pointer=$results/.monitoring
 
 wait_ready() {  # URL NAME PID LOG
   for _ in $(seq 1 150); do
-    if curl -fsS -o /dev/null "$1"; then return 0; fi
+    if curl -fs -o /dev/null "$1"; then return 0; fi
     if ! kill -0 "$3" 2>/dev/null; then
       echo "monitoring: $2 exited during start-up; its log ($4):" >&2
       tail -n 20 "$4" >&2

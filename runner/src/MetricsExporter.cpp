@@ -1,16 +1,17 @@
 #include "MetricsExporter.h"
 
 #include "Json.h"
+#include "MetricsHttpServer.h"
 #include "OutputFiles.h"
 
 #include <repshape/BuildInfo.h>
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gateway.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include <cctype>
 #include <chrono>
@@ -67,26 +68,32 @@ std::string hostName() {
   return name;
 }
 
-// Binds /metrics on `listen`; a taken or unusable address is bad input (MetricsError).
-std::unique_ptr<prometheus::Exposer> serve(const std::string& listen, std::string& bound) {
+// Serves the registries on `listen`; a taken or unusable address is bad input (MetricsError).
+std::unique_ptr<MetricsHttpServer> serve(const std::string& listen,
+                                         std::vector<std::shared_ptr<prometheus::Registry>> registries,
+                                         std::string& bound) {
   const std::string problem = checkListenAddress(listen);
   if (!problem.empty()) throw MetricsError("metrics.listen: " + problem);
-  std::unique_ptr<prometheus::Exposer> exposer;
+  auto page = [registries] {
+    std::vector<prometheus::MetricFamily> families;
+    for (const auto& registry : registries) {
+      auto collected = registry->Collect();
+      families.insert(families.end(), collected.begin(), collected.end());
+    }
+    return prometheus::TextSerializer().Serialize(families);
+  };
+  std::unique_ptr<MetricsHttpServer> server;
   try {
-    // One serving thread: a scrape is rare and small; more threads only cost memory per rank.
-    exposer = std::make_unique<prometheus::Exposer>(listen, 1);
+    server = std::make_unique<MetricsHttpServer>(listen, page);
   } catch (const std::exception& e) {
-    throw MetricsError("metrics.listen: cannot serve /metrics on \"" + listen +
-                       "\" (address in use or not available on this host): " + e.what());
+    throw MetricsError("metrics.listen: cannot serve /metrics: " + std::string(e.what()));
   }
-  const std::vector<int> ports = exposer->GetListeningPorts();
-  if (ports.empty()) throw MetricsError("metrics.listen: no port bound for \"" + listen + "\"");
   std::string host, port;
   splitHostPort(listen, host, port);
   // A wildcard bind is scraped through this host's name.
   if (host == "0.0.0.0" || host == "[::]") host = hostName();
-  bound = host + ":" + std::to_string(ports.front());
-  return exposer;
+  bound = host + ":" + std::to_string(server->port());
+  return server;
 }
 
 // Writes a file_sd target file atomically (Prometheus watches the directory: never a torn file).
@@ -202,9 +209,7 @@ MetricsExporter::MetricsExporter(MetricsOptions options, int rank)
   gauge("repshape_run_exit_code", "Exit code of the run (SPEC 7); -1 while running").Set(-1.0);
 
   if (!options_.listen.empty()) {
-    exposer_ = serve(options_.listen, bound_);
-    exposer_->RegisterCollectable(registry_);
-    exposer_->RegisterCollectable(live_);
+    server_ = serve(options_.listen, {registry_, live_}, bound_);
     if (!options_.targetsDir.empty()) writeTargetFile();
   }
 }
@@ -360,8 +365,7 @@ GridMonitor::GridMonitor(const std::string& listen, const std::string& grid, con
                 .Name("repshape_grid_cells")
                 .Help("Cells of a grid in each state (pending, running, ok, diverged, failed, ...)")
                 .Register(*registry_);
-  exposer_ = serve(listen, bound_);
-  exposer_->RegisterCollectable(registry_);
+  server_ = serve(listen, {registry_}, bound_);
   if (!targetsDir.empty()) targetFile_ = writeTarget(targetsDir, grid + "-grid", bound_, {{"grid", grid}});
 }
 

@@ -23,7 +23,6 @@
 #include <vector>
 
 namespace prometheus {
-class Exposer;
 class Registry;
 class Counter;
 class Gauge;
@@ -33,6 +32,8 @@ class Family;
 }  // namespace prometheus
 
 namespace repshape {
+
+class MetricsHttpServer;
 
 // The endpoint cannot be served or its target file cannot be written: bad input, exit code 2.
 class MetricsError : public std::runtime_error {
@@ -90,7 +91,7 @@ class MetricsExporter : public RunSink {
   std::map<std::string, std::string> constantLabels_;  // grid, cell, rank
   std::shared_ptr<prometheus::Registry> registry_;  // outcome: served and pushed at the end
   std::shared_ptr<prometheus::Registry> live_;      // per-step series: served only
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> server_;
   std::string bound_, targetFile_;
   prometheus::Counter* steps_ = nullptr;
   prometheus::Counter* checkpoints_ = nullptr;
@@ -113,7 +114,7 @@ class GridMonitor {
  private:
   std::string grid_;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> server_;
   prometheus::Family<prometheus::Gauge>* cells_ = nullptr;
   std::map<std::string, prometheus::Gauge*> byState_;
   std::string bound_, targetFile_;

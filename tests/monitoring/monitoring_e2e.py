@@ -32,6 +32,7 @@ CONFIG = """
 [data]
 source = "factors"
 samples = 4000
+validation_size = 500
 test_samples = 1000
 factors = 8
 input_dim = 32
@@ -120,7 +121,8 @@ def train(args, results, push, steps, out):
                "--metrics-listen", "127.0.0.1:0",
                "--set", f"metrics.targets_dir={results}/targets", "--set", f"metrics.pushgateway=127.0.0.1:{push}",
                "--set", f"metrics.grid={GRID}", "--set", f"metrics.cell={CELL}"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def main():
@@ -165,14 +167,17 @@ def main():
         assert not absent, f"dashboard metrics not on a training page: {absent}"
 
         # Prometheus scraped the cell through the file_sd config: the loss and a characteristic.
-        loss = wait_for("repshape_train_loss in Prometheus",
-                        lambda: query(prom, f'last_over_time(repshape_train_loss{{cell="{CELL}"}}[10m])'), 60)
+        loss = wait_for("repshape_train_loss of both ranks in Prometheus",
+                        lambda: (lambda r: r if len(r) == 2 else None)(
+                            query(prom, f'last_over_time(repshape_train_loss{{cell="{CELL}"}}[10m])')), 60)
         ranks = sorted(s["metric"]["rank"] for s in loss)
         assert ranks == ["0", "1"], loss
         assert all(s["metric"]["grid"] == GRID and s["metric"]["job"] == "repshape" for s in loss), loss
+        # From a rank's own endpoint (an evaluation during training), not only the pushed outcome.
+        addresses = "|".join(json.load(open(t))[0]["targets"][0] for t in targets)
         mapc = wait_for("a characteristic of the target layer",
-                        lambda: query(prom, f'last_over_time(repshape_layer_mapc{{cell="{CELL}",layer="{LAYER}"}}[10m])'),
-                        60)
+                        lambda: query(prom, f'last_over_time(repshape_layer_mapc{{cell="{CELL}",layer="{LAYER}",'
+                                            f'instance=~"{addresses}"}}[10m])'), 60)
         value = float(mapc[0]["value"][1])
         assert 0.0 <= value <= 1.0, mapc
 
@@ -197,6 +202,10 @@ def main():
         assert float(groups[0]["push_time_seconds"]["metrics"][0]["value"]) > float(first_push), groups
         print(f"monitoring e2e: 2 ranks scraped, loss {loss[0]['value'][1]}, mapc@{LAYER} {value:.4f}, "
               f"{len(wanted)} dashboard metrics on the page, pushed group ok and replaced on rerun")
+    except BaseException:
+        if run is not None and run.poll() is not None and run.stdout:
+            print("repshape train output:\n" + run.stdout.read(), file=sys.stderr)
+        raise
     finally:
         if run is not None and run.poll() is None:
             run.kill()
