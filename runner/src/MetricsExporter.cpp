@@ -228,13 +228,19 @@ void MetricsExporter::writeTargetFile() {
 
 prometheus::Gauge& MetricsExporter::gauge(const std::string& name, const std::string& help,
                                           const std::map<std::string, std::string>& labels, bool live) {
+  // Cached: a registry lookup per value would cost ~3 us; a hash lookup costs ~0.1 us.
+  std::string key = name;
+  for (const auto& [k, v] : labels) key += '\x1f' + k + '\x1f' + v;
+  if (const auto it = gauges_.find(key); it != gauges_.end()) return *it->second;
   // Registry::Add returns the existing family for the same name and constant labels.
   auto& family = prometheus::BuildGauge()
                      .Name(name)
                      .Help(help)
                      .Labels(prometheus::Labels(constantLabels_.begin(), constantLabels_.end()))
                      .Register(live ? *live_ : *registry_);
-  return family.Add(prometheus::Labels(labels.begin(), labels.end()));
+  prometheus::Gauge& gauge = family.Add(prometheus::Labels(labels.begin(), labels.end()));
+  gauges_.emplace(std::move(key), &gauge);
+  return gauge;
 }
 
 void MetricsExporter::setStatus(const std::string& status) {

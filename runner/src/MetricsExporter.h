@@ -20,6 +20,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace prometheus {
@@ -96,6 +97,7 @@ class MetricsExporter : public RunSink {
   prometheus::Counter* steps_ = nullptr;
   prometheus::Counter* checkpoints_ = nullptr;
   prometheus::Histogram* stepDuration_ = nullptr;
+  std::unordered_map<std::string, prometheus::Gauge*> gauges_;  // name + labels → gauge
   int64_t lastStep_ = 0;
   bool pushWarned_ = false;
 };
