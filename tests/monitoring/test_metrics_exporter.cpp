@@ -249,7 +249,18 @@ TEST_F(MetricsExporterTest, DeadPushgatewayWarnsOnceAndNeverBlocks) {
   socklen_t length = sizeof addr;
   ::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &length);
   const int silentPort = ntohs(addr.sin_port);
-  const int closedPort = silentPort == 65535 ? 1 : silentPort + 1;  // nothing listens there
+  int closedPort = 0;  // bound and closed again: nothing listens there
+  {
+    const int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(probe, reinterpret_cast<sockaddr*>(&any), sizeof any);
+    socklen_t size = sizeof any;
+    ::getsockname(probe, reinterpret_cast<sockaddr*>(&any), &size);
+    closedPort = ntohs(any.sin_port);
+    ::close(probe);
+  }
 
   for (const int port : {closedPort, silentPort}) {
     MetricsOptions o = options("push");
