@@ -12,7 +12,7 @@ with status ok, and a rerun of the cell replaces it instead of adding a second g
 
 Exit 77 (skipped) when the Prometheus binaries are missing outside CI.
 """
-import argparse
+import argparse, signal
 import glob
 import json
 import os
@@ -129,7 +129,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
     parser.add_argument("--deploy", required=True)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1000000)
     args = parser.parse_args()
     missing = [t for t in ("prometheus", "prometheus-pushgateway", "promtool", "mpirun") if not shutil.which(t)]
     if missing:
@@ -181,16 +181,17 @@ def main():
         value = float(mapc[0]["value"][1])
         assert 0.0 <= value <= 1.0, mapc
 
+        # The training runs until the checks above passed, however loaded the machine (Prometheus
+        # applies new file_sd targets at most every 5 s): then Ctrl-C, which mpirun turns into
+        # SIGTERM for the ranks, stops it at a step boundary — a clean, recorded ending.
+        run.send_signal(signal.SIGINT)
         output, _ = run.communicate(timeout=90)
-        assert run.returncode == 0, output
         assert not glob.glob(f"{results}/targets/*-rank*.json"), "target files left after a clean exit"
         result = json.load(open(os.path.join(out, "result.json")))
-        assert result["status"] == "ok", result
+        assert result["status"] == "interrupted", result
 
         groups = wait_for("the cell's pushed group", lambda: pushed_groups(push), 10)
-        assert len(groups) == 1 and pushed_status(groups[0]) == "ok", groups
-        pushed_layers = groups[0].get("repshape_layer_mapc", {}).get("metrics", [])
-        assert any(m["labels"].get("layer") == LAYER for m in pushed_layers), groups[0].keys()
+        assert len(groups) == 1 and pushed_status(groups[0]) == "interrupted", groups
         first_push = groups[0]["push_time_seconds"]["metrics"][0]["value"]
 
         # A rerun of the same cell replaces the group: still one group, with a newer push time.
@@ -199,9 +200,11 @@ def main():
         assert run.returncode == 0, output
         groups = pushed_groups(push)
         assert len(groups) == 1 and pushed_status(groups[0]) == "ok", groups
+        pushed_layers = groups[0].get("repshape_layer_mapc", {}).get("metrics", [])
+        assert any(m["labels"].get("layer") == LAYER for m in pushed_layers), groups[0].keys()
         assert float(groups[0]["push_time_seconds"]["metrics"][0]["value"]) > float(first_push), groups
         print(f"monitoring e2e: 2 ranks scraped, loss {loss[0]['value'][1]}, mapc@{LAYER} {value:.4f}, "
-              f"{len(wanted)} dashboard metrics on the page, pushed group ok and replaced on rerun")
+              f"{len(wanted)} dashboard metrics on the page, pushed group interrupted, then ok and replaced on rerun")
     except BaseException:
         if run is not None and run.poll() is not None and run.stdout:
             print("repshape train output:\n" + run.stdout.read(), file=sys.stderr)
