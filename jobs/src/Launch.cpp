@@ -48,7 +48,9 @@ bool launchCell(const GridSpec& spec, const Cell& cell, const RunOptions& option
   std::vector<std::string> args;
   if (options.ranksPerCell > 1)
     args = {"mpirun", "-np", std::to_string(options.ranksPerCell), "--oversubscribe", "--bind-to", "none"};
-  for (const std::string& a : {options.executable, std::string("train"), input, std::string("--out"), dir})
+  // --overwrite: the directory was just cleaned; the flag states the intent to the trainer.
+  for (const std::string& a : {options.executable, std::string("train"), input, std::string("--out"), dir,
+                               std::string("--overwrite"), std::string("--quiet")})
     args.push_back(a);
   args.insert(args.end(), options.trainArgs.begin(), options.trainArgs.end());
   if (auto it = options.cellTrainArgs.find(cell.id); it != options.cellTrainArgs.end())
