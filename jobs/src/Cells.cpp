@@ -21,6 +21,15 @@ namespace fs = std::filesystem;
 std::string Override::valueText() const {
   const toml::node& v = value();
   if (const auto* s = v.as_string()) return s->get();
+  if (const auto* d = v.as_floating_point()) {
+    // Shortest text that reads back as the same double: 0.1, not 0.10000000000000001 (ids).
+    char buffer[40];
+    for (int digits = 1; digits <= 17; ++digits) {
+      std::snprintf(buffer, sizeof buffer, "%.*g", digits, d->get());
+      if (std::strtod(buffer, nullptr) == d->get()) break;
+    }
+    return buffer;
+  }
   std::ostringstream out;
   v.visit([&](const auto& n) { out << n; });
   return out.str();

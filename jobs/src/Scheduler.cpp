@@ -26,7 +26,7 @@ using detail::RunningCell;
 namespace {
 
 volatile std::sig_atomic_t gStopSignal = 0;
-extern "C" void onStopSignal(int sig) { gStopSignal = sig; }
+void onGridStopSignal(int sig) { gStopSignal = sig; }
 
 // `<cell>:12: model.hiden: unknown key` → located at the spec line that set the key.
 std::string rewrap(const GridSpec& spec, const Cell& cell, const std::vector<Override>& extra, const std::string& message) {
@@ -211,7 +211,7 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
 
   gStopSignal = 0;
   struct sigaction action {}, oldInt {}, oldTerm {};
-  action.sa_handler = onStopSignal;
+  action.sa_handler = onGridStopSignal;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, &oldInt);
   ::sigaction(SIGTERM, &action, &oldTerm);

@@ -100,7 +100,7 @@ TEST_F(GridSpecTest, RestrictedAxesCountsAndIds) {
   EXPECT_EQ(cellConfig(spec, baseline, {}).at_path("data.validation_size").value<int64_t>(), 0);
   // A phase-2 cell receives the chosen lambda, its trial's seed and the full training set.
   const Cell& final2 = *std::find_if(cells.begin(), cells.end(), [](const Cell& c) { return c.id == "cr.5k.phase=final.trial=2"; });
-  const toml::table chosen = cellConfig(spec, withSelection(spec, final2, "1.0"), {});
+  const toml::table chosen = cellConfig(spec, withSelection(spec, final2, "1"), {});
   EXPECT_DOUBLE_EQ(*chosen.at_path("regularizer[0].weight").value<double>(), 1.0);
   EXPECT_EQ(chosen.at_path("train.seed").value<int64_t>(), 2);
   EXPECT_EQ(chosen.at_path("data.train_size").value<int64_t>(), 5000);
