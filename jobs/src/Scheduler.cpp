@@ -73,13 +73,17 @@ void checkCell(const GridSpec& spec, const Cell& cell, const RunOptions& options
 // RESULTS of an earlier run: every finished cell this spec keeps must have the same resolved config.
 void checkUnchanged(const GridSpec& spec, const std::vector<Cell>& cells, const RunOptions& options,
                     const Validator& validator) {
+  const auto selections = selectValues(spec, cells, options.results);
   for (const Cell& c : cells) {
     const CellState state = readCellState(options.results, c);
     if (!state.result.is_object() || !isFinalStatus(state.result.value("status", std::string("ok")))) continue;
     Cell cell = c;
     if (cell.phase == Phase::Final) {
+      // The value it ran with; without the runner's record, the one its phase-1 results select.
       const auto info = state.result.value("cell", nlohmann::json::object());
-      cell = withSelection(spec, c, info.value("selected", std::string()));
+      const auto it = selections.find(c.group);
+      const std::string current = it == selections.end() ? std::string() : it->second.selected;
+      cell = withSelection(spec, c, info.value("selected", current));
     }
     std::string resolved;
     checkCell(spec, cell, options, validator, &resolved);
@@ -163,14 +167,15 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
   if (gridLock >= 0 || !existed) writeSnapshot(results, spec, allCells);
 
   std::map<std::string, nlohmann::json> finalExtra;  // group → {selected, candidates}
-  std::set<std::string> queuedFinal;
+  std::set<std::string> queuedFinal, stale;
   std::deque<Cell> todo;
   Counts counts;
   int total = 0;
   auto selectionExtra = [&](const SelectionResult& s) {
     return nlohmann::json{{"select_metric", spec.select->metric}, {"candidates", s.candidates}};
   };
-  // Phase-2 cells of groups whose phase-1 cells all finished; returns how many were added.
+  // Phase-2 cells of groups whose phase-1 cells all finished, with the selected value; finished ones
+  // that ran with another value (the spec gained phase-1 cells) are rerun.
   auto refreshSelection = [&](bool enqueue) {
     if (!spec.select) return;
     const auto selections = selectValues(spec, allCells, results);
@@ -183,7 +188,19 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
       queuedFinal.insert(c.id);
       finalExtra[c.group] = selectionExtra(it->second);
       const CellState st = readCellState(results, c);
-      if (st.result.is_object() && isFinalStatus(st.state)) continue;
+      if (st.result.is_object() && isFinalStatus(st.state)) {
+        const nlohmann::json info = st.result.value("cell", nlohmann::json());
+        if (info.is_null()) {
+          detail::completeCellInfo(results, withSelection(spec, c, it->second.selected), finalExtra[c.group]);
+          continue;
+        }
+        if (info.value("selected", std::string()) == it->second.selected) continue;
+        // The spec gained phase-1 cells and the choice changed: this trial reruns with the new one.
+        std::printf("[grid %s] %s ran with %s=%s, now %s is selected: rerunning\n", spec.name.c_str(), c.id.c_str(),
+                    spec.select->axis.c_str(), info.value("selected", std::string()).c_str(),
+                    it->second.selected.c_str());
+        stale.insert(c.id);
+      }
       if (enqueue) todo.push_back(withSelection(spec, c, it->second.selected));
     }
   };
@@ -201,7 +218,7 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
   }
   refreshSelection(true);
   for (const Cell& c : allCells)
-    if (c.phase == Phase::Final && queuedFinal.count(c.id)) {
+    if (c.phase == Phase::Final && queuedFinal.count(c.id) && !stale.count(c.id)) {
       const CellState st = readCellState(results, c);
       if (isFinalStatus(st.state)) counts.add(st.state);
     }

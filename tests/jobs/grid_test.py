@@ -135,6 +135,24 @@ def finished(results):
     return out
 
 
+def recorded(results):
+    """Finished cells whose result.json the runner completed with the cell's identity."""
+    return [i for i in finished(results) if "cell" in result_of(results, i)]
+
+
+def running_cells(results):
+    ids = []
+    for pid in processes_mentioning(results + "/cells/"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode().split("\0")
+        except OSError:
+            continue
+        if "--out" in args:
+            ids.append(os.path.basename(args[args.index("--out") + 1]))
+    return ids
+
+
 def processes_mentioning(text):
     pids = []
     for pid in os.listdir("/proc"):
@@ -197,12 +215,6 @@ def case_expansion_cli(env):
     check(all(l.split()[0] == "pending" for l in lines if "final" not in l), "pending before any run")
     check(all(l.split()[0] == "waiting" for l in lines if "final" in l), "phase-2 cells wait for phase 1")
     check(not os.path.exists(results), "--list creates nothing")
-    # Run the phase-1 cells only: the phase-2 cells then show the selected value.
-    p = env.grid(spec, "--results", results, "--run", "--limit-cells", "5")
-    check(p.returncode == 0, "partial run exit 0")
-    p = env.grid(spec, "--results", results, "--list")
-    finals = [l for l in p.stdout.splitlines() if "phase=final" in l]
-    check(all(l.startswith("pending") and "selected" in l for l in finals), f"finals pending with a selection: {finals}")
 
 
 def case_bad_spec(env):
@@ -236,17 +248,17 @@ def case_bad_spec(env):
 
 
 def interrupted_run(env, how, ranks):
-    spec = env.spec(steps=150)
+    spec = env.spec(steps=80, lambdas="0.01")  # 2 baseline + 1 phase-1 + 2 phase-2 cells
     reference = os.path.join(env.dir, "reference")
     results = os.path.join(env.dir, "r")
     common = ["--ranks-per-cell", str(ranks), "--set", "train.threads=1"]
     p = env.grid(spec, "--results", reference, "--run", *common)
     check(p.returncode == 0, "uninterrupted run exit 0")
     runner, log = env.start(spec, "--results", results, "--run", *common)
-    wait_for(lambda: len(finished(results)) >= 2, 120, "two finished cells")
-    time.sleep(0.3)  # a cell is now running
-    running = processes_mentioning(results + "/cells/")
-    check(running, "a cell process runs when the runner is stopped")
+    wait_for(lambda: len(recorded(results)) >= 2, 120, "two finished cells")
+    # Stop the runner while a later cell trains (a zombie of a finished one has no cmdline).
+    check(wait_for(lambda: set(running_cells(results)) - set(finished(results)), 30, "a running cell"),
+          "a cell process runs when the runner is stopped")
     runner.send_signal(signal.SIGKILL if how == "kill9" else signal.SIGINT)
     rc = runner.wait(timeout=60)
     log.seek(0)
@@ -254,8 +266,12 @@ def interrupted_run(env, how, ranks):
     check(rc == (-9 if how == "kill9" else 130), f"runner exit after {how}: {rc}")
     check(wait_for(lambda: not processes_mentioning(results + "/cells/"), 15, "cell processes to end"),
           f"cell processes outlived the runner ({how})")
+    # Finished: result.json with a final status. The runner adds the cell's identity to it after the
+    # child exits; a cell whose child finished just before a kill -9 gets it on resume (`recorded`
+    # cells are byte-identical, the others keep their steps.jsonl and resolved config).
     done = finished(results)
     before = file_bytes(results, done)
+    whole = recorded(results)
     if how == "sigint":
         states = [(c["id"], (result_of(results, c["id"]) or {}).get("status")) for c in cells_of(results)]
         check(any(s == "interrupted" for _, s in states), f"the running cell is marked interrupted: {states}")
@@ -265,7 +281,14 @@ def interrupted_run(env, how, ranks):
     check(p.returncode == 0, "resumed run exit 0")
     if how == "kill9":
         check("stale lock" in p.stderr, "the stale lock of the killed runner is reported")
-    check(file_bytes(results, done) == before, "finished cells are byte-identical after the resume")
+    after = file_bytes(results, done)
+    for key, content in before.items():
+        if key[0] in whole or key[1] != "result.json":
+            check(after[key] == content, f"{key} byte-identical after the resume")
+        else:
+            a, b = json.loads(content), json.loads(after[key])
+            b.pop("cell")
+            check(a == b, f"{key}: only the cell's identity was added")
     ran = [l.split()[4] for l in p.stdout.splitlines() if l.startswith("[grid tiny]") and "/" in l.split()[2]]
     check(ran and not set(ran) & set(done), f"no finished cell ran again: ran {ran}, finished before {done}")
     for c in cells_of(results):
@@ -346,6 +369,11 @@ def case_changed_spec(env):
     p = env.grid(grown, "--results", results, "--list")
     p = env.grid(grown, "--results", results, "--run")
     check(p.returncode == 0, "a spec that keeps every finished cell identical is accepted")
+    with open(os.path.join(results, "selection.json")) as f:
+        chosen = json.load(f)["cr.small"]["selected"]
+    for t in (1, 2):
+        r = result_of(results, f"cr.small.phase=final.trial={t}")
+        check(r["cell"]["selected"] == chosen, f"phase-2 trial {t} ran with the current choice {chosen}")
     after = file_bytes(results, finished(results))
     unchanged = {k: v for k, v in before.items() if "phase=final" not in k[0]}
     check(all(after.get(k) == v for k, v in unchanged.items()), "kept phase-1 and baseline cells untouched")
@@ -354,7 +382,13 @@ def case_changed_spec(env):
 def case_report(env):
     spec = env.spec(lambdas="0.01, 0.1")
     results = os.path.join(env.dir, "r")
-    p = env.grid(spec, "--results", results, "--run", "--limit-cells", "3")
+    # Run the phase-1 cells only: the phase-2 cells then show the selected value.
+    p = env.grid(spec, "--results", results, "--run", "--limit-cells", "4")
+    check(p.returncode == 0, "partial run exit 0")
+    p = env.grid(spec, "--results", results, "--list")
+    finals = [l for l in p.stdout.splitlines() if "phase=final" in l]
+    check(len(finals) == 2 and all(l.startswith("pending") and "selected" in l for l in finals),
+          f"finals pending with a selection: {finals}")
     partial = env.report(results)
     print(partial)
     check("missing" in partial, "a partial grid's report counts missing cells")
@@ -394,7 +428,7 @@ def case_report_html(env):
         return 77
     spec = env.spec(lambdas="0.01, 0.1")
     results = os.path.join(env.dir, "r")
-    check(env.grid(spec, "--results", results, "--run").returncode == 0, "grid")
+    check(env.grid(spec, "--results", results, "--run", "--limit-cells", "2").returncode == 0, "grid (2 cells)")
     page = os.path.join(env.dir, "report.html")
     subprocess.run([env.bin, "report", results, "--format", "html", "--out", page], check=True, timeout=60)
     blank = os.path.join(env.dir, "blank.html")
