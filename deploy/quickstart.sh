@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds repshape and runs the quickstart GRID (jobs/specs/quickstart.toml):
-# 4 regularizers (baseline, cr, cw-cr, cw-vr) x 2 training-set sizes (1k, 5k) of the Fashion-MNIST MLP,
+# 3 regularizers (baseline, cr, cw-cr) x 2 training-set sizes (1k, 5k) of the Fashion-MNIST MLP,
 # the penalty weight chosen on validation (Choi App. D.1), 2 trials; every cell trains data-parallel on
 # 2 local ranks (mpirun) with global-batch statistics. Built-in data (Debian's dataset-fashion-mnist).
 # Resumable: run it again after Ctrl-C and finished cells are kept. Prints the table at the end.

@@ -166,6 +166,14 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
   if (existed) checkUnchanged(spec, allCells, options, validator);
   if (gridLock >= 0 || !existed) writeSnapshot(results, spec, allCells);
 
+  auto selected = [&](const Cell& c) {
+    if (!options.onlyCell.empty()) return c.id == options.onlyCell;
+    for (const auto& [axis, values] : options.where) {
+      const auto it = std::find_if(c.axes.begin(), c.axes.end(), [&](const auto& p) { return p.first == axis; });
+      if (it == c.axes.end() || std::find(values.begin(), values.end(), it->second) == values.end()) return false;
+    }
+    return true;
+  };
   std::map<std::string, nlohmann::json> finalExtra;  // group → {selected, candidates}
   std::set<std::string> queuedFinal, stale;
   std::deque<Cell> todo;
@@ -184,7 +192,7 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
       if (c.phase != Phase::Final || queuedFinal.count(c.id)) continue;
       const auto it = selections.find(c.group);
       if (it == selections.end() || !it->second.decided || it->second.selected.empty()) continue;
-      if (!options.onlyCell.empty() && c.id != options.onlyCell) continue;
+      if (!selected(c)) continue;
       queuedFinal.insert(c.id);
       finalExtra[c.group] = selectionExtra(it->second);
       const CellState st = readCellState(results, c);
@@ -205,7 +213,7 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
     }
   };
   for (const Cell& c : allCells) {
-    if (!options.onlyCell.empty() && c.id != options.onlyCell) continue;
+    if (!selected(c)) continue;
     ++total;
     if (c.phase == Phase::Final) continue;
     const CellState st = readCellState(results, c);

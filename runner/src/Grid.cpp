@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <unistd.h>
@@ -69,6 +70,8 @@ int runGrid(int argc, char** argv) {
   app.add_flag("--list", list, "print every cell and its state");
   app.add_flag("--run", run, "run pending cells (finished cells are skipped)");
   app.add_option("--cell", onlyCell, "run one cell (what a Slurm array task calls)");
+  std::vector<std::string> where;
+  app.add_option("--where", where, "AXIS=V1[,V2…]: only cells with one of these values (repeatable)");
   app.add_option("--parallel", parallel, "cells at once")->check(CLI::Range(1, 1024));
   app.add_option("--ranks-per-cell", ranks, "mpirun -np R per cell")->check(CLI::Range(1, 1024));
   app.add_option("--limit-cells", limit, "start at most K cells")->check(CLI::NonNegativeNumber);
@@ -94,6 +97,19 @@ int runGrid(int argc, char** argv) {
     options.ranksPerCell = ranks;
     options.limitCells = limit;
     options.onlyCell = onlyCell;
+    for (const auto& w : where) {
+      const auto eq = w.find('=');
+      const std::string axis = w.substr(0, eq);
+      const auto known = std::find_if(spec.axes.begin(), spec.axes.end(), [&](const jobs::Axis& a) { return a.name == axis; });
+      if (eq == std::string::npos || known == spec.axes.end())
+        throw jobs::SpecError("--where '" + w + "': expected AXIS=VALUE[,VALUE…] with an axis of " + specPath);
+      std::stringstream values(w.substr(eq + 1));
+      for (std::string v; std::getline(values, v, ',');) {
+        if (std::none_of(known->values.begin(), known->values.end(), [&](const jobs::AxisValue& a) { return a.name == v; }))
+          throw jobs::SpecError("--where '" + w + "': axis '" + axis + "' has no value '" + v + "'");
+        options.where[axis].push_back(v);
+      }
+    }
     for (const auto& s : sets) options.extra.push_back(jobs::parseOverride(s, jobs::Origin{"--set", 0}));
     // Threads per rank follow the cores shared by N cells of R ranks, unless the spec or --set says.
     if (!setsKey(spec.set, "train.threads") && !setsKey(options.extra, "train.threads")) {

@@ -176,6 +176,8 @@ struct RunOptions {
   int ranksPerCell = 1;        // mpirun -np R when > 1
   int64_t limitCells = 0;      // > 0: start at most this many cells
   std::string onlyCell;        // --cell ID
+  // --where AXIS=V1,V2: only cells whose AXIS has one of these values (a column, some rows).
+  std::map<std::string, std::vector<std::string>> where;
   std::vector<Override> extra; // the command's --set, then automatic ones (threads, metrics)
   std::vector<std::string> trainArgs;  // appended to every `repshape train` (e.g. --fault for tests)
   std::map<std::string, std::vector<std::string>> cellTrainArgs;  // per cell id (tests)
