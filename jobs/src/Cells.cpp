@@ -4,14 +4,13 @@
 #include "detail/Text.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 namespace repshape::jobs {
@@ -23,10 +22,18 @@ std::string Override::valueText() const {
   if (const auto* s = v.as_string()) return s->get();
   if (const auto* d = v.as_floating_point()) {
     // Shortest text that reads back as the same double: 0.1, not 0.10000000000000001 (ids).
-    char buffer[40];
+    // Plain decimals between 1e-5 and 1e15 (10, not 1e+01), exponents outside (1e+30).
+    const double x = d->get();
+    char buffer[64];
     for (int digits = 1; digits <= 17; ++digits) {
-      std::snprintf(buffer, sizeof buffer, "%.*g", digits, d->get());
-      if (std::strtod(buffer, nullptr) == d->get()) break;
+      std::snprintf(buffer, sizeof buffer, "%.*g", digits, x);
+      if (std::strtod(buffer, nullptr) == x) break;
+    }
+    if (std::strchr(buffer, 'e') && std::fabs(x) >= 1e-5 && std::fabs(x) < 1e15) {
+      for (int decimals = 0; decimals <= 20; ++decimals) {
+        std::snprintf(buffer, sizeof buffer, "%.*f", decimals, x);
+        if (std::strtod(buffer, nullptr) == x) break;
+      }
     }
     return buffer;
   }
@@ -368,33 +375,5 @@ void writeSnapshot(const std::string& results, const GridSpec& spec, const std::
   writeFileAtomically(results + "/cells.json", index.dump(1) + "\n");
 }
 
-namespace detail {
-
-std::string lockPath(const std::string& results, const std::string& id) { return results + "/locks/" + id + ".lock"; }
-
-int lockFile(const std::string& path, bool wait) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error("cannot open lock " + path + ": " + std::strerror(errno));
-  if (::flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-void unlockFile(int fd) {
-  if (fd >= 0) ::close(fd);  // closing the only descriptor releases the flock
-}
-
-bool isLocked(const std::string& path) {
-  if (!fs::exists(path)) return false;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0;
-  ::close(fd);
-  return held;
-}
-
-}  // namespace detail
 
 }  // namespace repshape::jobs

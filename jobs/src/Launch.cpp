@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,31 @@
 namespace repshape::jobs::detail {
 
 namespace fs = std::filesystem;
+
+std::string lockPath(const std::string& results, const std::string& id) { return results + "/locks/" + id + ".lock"; }
+
+int lockFile(const std::string& path, bool wait) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot open lock " + path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+void unlockFile(int fd) {
+  if (fd >= 0) ::close(fd);  // closing the only descriptor releases the flock
+}
+
+bool isLocked(const std::string& path) {
+  if (!fs::exists(path)) return false;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0;
+  ::close(fd);
+  return held;
+}
 
 double nowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

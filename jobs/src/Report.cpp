@@ -78,6 +78,24 @@ ReportData loadReport(const std::string& results) {
     if (!row.selected.empty() && std::find(e.selected.begin(), e.selected.end(), row.selected) == e.selected.end())
       e.selected.push_back(row.selected);
   }
+  // Rows in the spec's value order of the row axes (cells.json lists plain cells before phase-2 ones).
+  std::map<std::string, std::vector<std::size_t>> order;
+  for (const auto& c : d.cells) {
+    std::string rowKey;
+    std::vector<std::size_t> rank;
+    for (const auto& a : d.rowAxes) {
+      if (!c.axes.contains(a)) continue;
+      const std::string v = c.axes[a];
+      rowKey += (rowKey.empty() ? "" : ".") + v;
+      for (const auto& axis : grid["axes"])
+        if (axis["name"] == a)
+          for (std::size_t i = 0; i < axis["values"].size(); ++i)
+            if (axis["values"][i] == v) rank.push_back(i);
+    }
+    order.emplace(rowKey.empty() ? d.name : rowKey, rank);
+  }
+  std::stable_sort(d.rows.begin(), d.rows.end(),
+                   [&](const std::string& a, const std::string& b) { return order[a] < order[b]; });
   for (auto& [key, e] : entries) {
     if (e.values.empty()) continue;
     double sum = 0.0;

@@ -245,6 +245,9 @@ def case_bad_spec(env):
     check(p.returncode == 2 and "--set: train.stepz: unknown key (did you mean 'steps'?)" in p.stderr,
           "a bad --set is located at --set")
     check(not os.path.exists(results), "bad --set creates nothing")
+    p = env.grid(spec, "--results", results, "--run", "--where", "regularizer=cr,nope")
+    check(p.returncode == 2 and "axis 'regularizer' has no value 'nope'" in p.stderr, "a bad --where is refused")
+    check(not os.path.exists(results), "bad --where creates nothing")
 
 
 def interrupted_run(env, how, ranks):

@@ -63,7 +63,7 @@ values = [{ name = "1k", set = { "data.train_size" = 1000 } }, { name = "5k", se
 [[axis]]
 name = "lambda"
 key = "regularizer.0.weight"
-values = [0.01, 1.0, 100]
+values = [0.01, 1.0, 100, 10.0, 1e30]
 )";
 
 TEST_F(GridSpecTest, RestrictedAxesCountsAndIds) {
@@ -79,12 +79,15 @@ TEST_F(GridSpecTest, RestrictedAxesCountsAndIds) {
     finals += c.phase == Phase::Final;
   }
   EXPECT_EQ(plain, 4);
-  EXPECT_EQ(search, 12);
+  EXPECT_EQ(search, 20);
   EXPECT_EQ(finals, 8);
   EXPECT_EQ(unique.size(), cells.size());
   EXPECT_EQ(cells.front().id, "baseline.1k.trial=1");
   EXPECT_TRUE(unique.count("cr.5k.lambda=0.01.trial=1"));
   EXPECT_TRUE(unique.count("vr.1k.lambda=100.trial=1"));
+  EXPECT_TRUE(unique.count("vr.1k.lambda=10.trial=1"));  // shortest plain text of a float
+  EXPECT_TRUE(unique.count("vr.1k.lambda=1.trial=1"));
+  EXPECT_TRUE(unique.count("vr.1k.lambda=1e+30.trial=1"));
   EXPECT_TRUE(unique.count("vr.5k.phase=final.trial=2"));
   EXPECT_FALSE(unique.count("baseline.1k.lambda=0.01.trial=1"));
 
