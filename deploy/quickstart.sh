@@ -13,9 +13,9 @@ cd "$root"
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 bin="${BUILD_DIR:-$root/build}/runner/repshape"
 results=${RESULTS:-runs/quickstart-grid}
-# TODO(issue 11): add --metrics (cells export Prometheus metrics, file_sd targets in $results/targets)
-# once the [metrics] config keys are on main.
-"$bin" grid jobs/specs/quickstart.toml --results "$results" --run --ranks-per-cell "${RANKS:-2}" "$@"
+# --metrics: every rank of every cell serves /metrics on 127.0.0.1 (ephemeral ports; file_sd targets
+# in $results/targets for deploy/monitoring.sh's Prometheus), the grid's cell counts on the runner's.
+"$bin" grid jobs/specs/quickstart.toml --results "$results" --run --ranks-per-cell "${RANKS:-2}" --metrics "$@"
 "$bin" report "$results" --format html --out "$results/report.html"
 echo
 "$bin" report "$results" --format md | tee "$results/report.md"

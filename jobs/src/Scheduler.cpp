@@ -248,6 +248,12 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
   int forwarded = 0;
   double finishedSeconds = 0.0;
   int finishedHere = 0;
+  auto publish = [&]() {
+    if (!options.onCounts) return;
+    const int64_t active = static_cast<int64_t>(running.size());
+    options.onCounts({{"ok", counts.ok}, {"diverged", counts.diverged}, {"failed", counts.failed},
+                      {"running", active}, {"pending", total - counts.finished() - active}});
+  };
   auto progress = [&]() {
     if (!tty) return;
     const double elapsed = detail::nowSeconds() - start;
@@ -282,6 +288,7 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
       }
       running.push_back(std::move(r));
       ++started;
+      publish();
     }
     if (running.empty()) break;
     int status = 0;
@@ -315,6 +322,7 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
                 result.contains("reason") ? result["reason"].get<std::string>().c_str() : "");
     std::fflush(stdout);
     if (done.cell.phase == Phase::Search && !stopping) refreshSelection(true);
+    publish();
   }
   ::sigaction(SIGINT, &oldInt, nullptr);
   ::sigaction(SIGTERM, &oldTerm, nullptr);

@@ -4,6 +4,7 @@
 // cells to the jobs scheduler, which runs each as `repshape train` in its own process.
 #include "Commands.h"
 #include "Config.h"
+#include "MetricsExporter.h"
 
 #include <repshape/jobs/Jobs.h>
 
@@ -117,12 +118,28 @@ int runGrid(int argc, char** argv) {
       const int threads = std::max(1, static_cast<int>(cores) / (parallel * ranks));
       options.extra.push_back(jobs::parseOverride("train.threads=" + std::to_string(threads), {"automatic threads", 0}));
     }
+    std::unique_ptr<GridMonitor> monitor;
+    bool validated = false;
     if (metrics) {
-      // SPEC contract 3: cells label their metrics with the grid and cell, file_sd targets in RESULTS.
+      // SPEC contract 3: cells serve /metrics on ephemeral ports, labelled with the grid and cell;
+      // file_sd targets in RESULTS/targets; the grid's cell counts on the runner's own endpoint.
+      const std::string targets = fs::absolute(results).string() + "/targets";
+      if (!setsKey(spec.set, "metrics.listen") && !setsKey(options.extra, "metrics.listen"))
+        options.extra.push_back(jobs::parseOverride("metrics.listen=127.0.0.1:0", {"--metrics", 0}));
       options.extra.push_back(jobs::parseOverride("metrics.grid=" + spec.name, {"--metrics", 0}));
       options.extra.push_back(jobs::parseOverride("metrics.targets_dir=" + fs::absolute(results).string() + "/targets",
                                                   {"--metrics", 0}));
       for (const auto& c : cells) options.cellTrainArgs[c.id] = {"--set", "metrics.cell=" + c.id};
+      if (run) {
+        jobs::validateGrid(spec, cells, options, validateConfig);  // before the monitor creates files
+        validated = true;
+        fs::create_directories(targets);
+        monitor = std::make_unique<GridMonitor>("127.0.0.1:0", spec.name, targets);
+        std::printf("[grid %s] metrics: grid cell counts on http://%s/metrics, cell targets in %s\n", spec.name.c_str(),
+                    monitor->boundAddress().c_str(), targets.c_str());
+        std::fflush(stdout);
+        options.onCounts = [&monitor](const std::map<std::string, int64_t>& counts) { monitor->setCells(counts); };
+      }
     }
     for (const auto& f : faults) {
       const auto colon = f.find(':');
@@ -131,7 +148,7 @@ int runGrid(int argc, char** argv) {
       args.push_back("--fault");
       args.push_back(f.substr(colon + 1));
     }
-    jobs::validateGrid(spec, cells, options, validateConfig);
+    if (!validated) jobs::validateGrid(spec, cells, options, validateConfig);
     return jobs::runCells(spec, cells, options, validateConfig);
   } catch (const jobs::SpecError& e) {
     std::fprintf(stderr, "repshape: error: %s\n", e.what());

@@ -456,6 +456,32 @@ def case_report_html(env):
         shutil.copy(os.path.join(env.dir, "report.png"), keep)
 
 
+def case_metrics(env):
+    """--metrics: cells get metrics.grid/cell/targets_dir/listen; the runner serves the cell counts."""
+    import urllib.request
+    spec = env.spec(steps=200, lambdas="0.01")
+    results = os.path.join(env.dir, "r")
+    runner, log = env.start(spec, "--results", results, "--run", "--metrics", "--limit-cells", "2")
+    target = os.path.join(results, "targets", "tiny-grid.json")
+    wait_for(lambda: os.path.exists(target) and running_cells(results), 60, "the grid's metrics target")
+    with open(target) as f:
+        address = json.load(f)[0]["targets"][0]
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+    print(text)
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith('repshape_grid_cells{grid="tiny",state="'):
+            counts[line.split('state="')[1].split('"')[0]] = float(line.split()[-1])
+    check(counts.get("running") == 1, f"the running cell is counted: {counts}")
+    check(sum(counts.values()) == 5 and counts.get("pending", 0) >= 3, f"all 5 cells counted: {counts}")
+    check(runner.wait(timeout=120) == 0, "grid with --metrics exit 0")
+    with open(os.path.join(results, "cells", "baseline.small.trial=1", "config.resolved.toml")) as f:
+        resolved = f.read()
+    for line in ("cell = 'baseline.small.trial=1'", "grid = 'tiny'", "listen = '127.0.0.1:0'",
+                 f"targets_dir = '{os.path.join(results, 'targets')}'"):
+        check(line in resolved, f"the cell's config has {line}")
+
+
 def case_smoke_specs(env):
     specs_dir = os.path.join(env.source, "jobs", "specs")
     mnist = os.path.join(os.environ.get("REPSHAPE_DATA_DIR", os.path.expanduser("~/.local/share/repshape")), "mnist")

@@ -181,6 +181,9 @@ struct RunOptions {
   std::vector<Override> extra; // the command's --set, then automatic ones (threads, metrics)
   std::vector<std::string> trainArgs;  // appended to every `repshape train` (e.g. --fault for tests)
   std::map<std::string, std::vector<std::string>> cellTrainArgs;  // per cell id (tests)
+  // Called whenever the cell counts change: ok, diverged, failed, running, pending (the runner's
+  // Prometheus GridMonitor; the jobs library itself exports nothing).
+  std::function<void(const std::map<std::string, int64_t>&)> onCounts;
 };
 
 // Returns a message when `config` is invalid (runner: loadConfig + toToml). On success fills
