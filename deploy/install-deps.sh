@@ -13,6 +13,7 @@ packages=(
   dataset-fashion-mnist                   # built-in data for the quickstart and tests
   python3-torch python3-numpy python3-sklearn  # independent references for the tests
   prometheus prometheus-pushgateway curl  # deploy/monitoring.sh and the monitoring tests (promtool)
+  chromium                                # headless screenshot test of `repshape report --format html`
 )
 
 missing=()

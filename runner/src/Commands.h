@@ -11,5 +11,7 @@ namespace repshape {
 int runTrain(int argc, char** argv);    // Train.cpp
 int runInspect(int argc, char** argv);  // Inspect.cpp
 int runVersion();                       // Train.cpp
+int runGrid(int argc, char** argv);     // Grid.cpp
+int runReport(int argc, char** argv);   // Report.cpp
 
 }  // namespace repshape

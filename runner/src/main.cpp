@@ -22,6 +22,8 @@ constexpr Command kCommands[] = {
      repshape::runTrain},
     {"inspect", "ACTIVATIONS.(csv|npy) [options]              metrics and penalties of saved activations",
      repshape::runInspect},
+    {"grid", "SPEC.toml --results DIR (--list|--run|--cell ID)   run a grid of cells (resumable)", repshape::runGrid},
+    {"report", "RESULTS [--format md|csv|tex|html]            tables of a grid's results", repshape::runReport},
     {"version", "                                             print version and build", version},
 };
 
