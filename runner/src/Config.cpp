@@ -90,6 +90,8 @@ const std::vector<Field<DataConfig>>& dataFields() {
       detail::intField<DataConfig>("factors", &DataConfig::factors, 1, 100000),
       detail::intField<DataConfig>("input_dim", &DataConfig::inputDim, 1, 1000000),
       detail::doubleField<DataConfig>("noise", &DataConfig::noise, 0.0),
+      detail::classGroupsField<DataConfig>("relabel", &DataConfig::relabel),
+      detail::intField<DataConfig>("pca_dims", &DataConfig::pcaDims, 0, 1000000),
   };
   return fields;
 }
@@ -125,6 +127,7 @@ const std::vector<Field<OptimConfig>>& optimFields() {
 
 const std::vector<Field<TrainConfig>>& trainFields() {
   static const std::vector<Field<TrainConfig>> fields = {
+      detail::stringField<TrainConfig>("objective", &TrainConfig::objective, {"cross_entropy", "binary", "mse"}),
       detail::intField<TrainConfig>("epochs", &TrainConfig::epochs, 0, 100000),
       detail::intField<TrainConfig>("steps", &TrainConfig::steps, 0),
       detail::intField<TrainConfig>("batch_size", &TrainConfig::batchSize, 1, 10000000),

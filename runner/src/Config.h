@@ -35,6 +35,13 @@ struct DataConfig {
   int64_t factors = 4;             // d: independent Gaussian factors
   int64_t inputDim = 10;           // projection / rotation output dimension
   double noise = 0.0;              // additive Gaussian noise std on the inputs
+  // Grouped labels: relabel[g] lists the source classes that become class g (e.g. [[0,1,2,3,4],
+  // [5,6,7,8,9]] for Romanov's binary split); every class in exactly one group. Training and the
+  // task metrics use the groups; clustering AMI/NMI scores against the original labels.
+  std::vector<std::vector<int64_t>> relabel;
+  // > 0: inputs projected onto the top pca_dims principal components of the TRAINING split (mean
+  // and components fitted there, applied to every split; Choi §4.3). Samples become [pca_dims].
+  int64_t pcaDims = 0;
 };
 
 struct ModelConfig {
@@ -60,6 +67,10 @@ struct OptimConfig {
 };
 
 struct TrainConfig {
+  // cross_entropy: K logits, softmax cross-entropy, error in %; binary: one logit, sigmoid
+  // cross-entropy on labels 0/1, error in %; mse: the output reconstructs the (flattened) input,
+  // per-sample mean squared error, reported as `mse` (autoencoders).
+  std::string objective = "cross_entropy";
   int64_t epochs = 1;
   int64_t steps = 0;          // > 0: stop after this many steps (overrides epochs)
   int64_t batchSize = 100;    // global batch, split across ranks

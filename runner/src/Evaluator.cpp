@@ -2,6 +2,7 @@
 // part of the split; loss and error sums and the representation-metric statistics are reduced once,
 // so the figures equal a single-process pass over the whole split for any number of ranks.
 #include "CommReducer.h"
+#include "Objective.h"
 #include "Trainer.h"
 
 #include <cmath>
@@ -31,12 +32,13 @@ SplitResult Trainer::evaluate(
     }
   }
 
-  // [Σ loss, Σ correct] accumulated on the device: no host round trip per batch.
+  // [Σ loss, Σ error] accumulated on the device: no host round trip per batch.
   torch::Tensor sums = torch::zeros({2}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
   // Clustering and MI bounds need this rank's rows of each layer (never the other ranks').
   const bool keepRows = metrics && (config_.eval.clustering || config_.eval.mi);
   std::vector<std::vector<torch::Tensor>> layerRows(keepRows ? captureLayers_.size() : 0);
-  std::vector<torch::Tensor> labelParts;
+  std::vector<torch::Tensor> labelParts;      // task labels (MI bounds)
+  std::vector<torch::Tensor> fineLabelParts;  // the source's labels before data.relabel (clustering)
   std::vector<torch::Tensor> captured;
   const ForwardContext ctx = context(false, 0, 0, 0);
   for (int64_t begin = shard.begin; begin < shard.end; begin += config_.eval.batchSize) {
@@ -44,14 +46,15 @@ SplitResult Trainer::evaluate(
     const torch::Tensor x = split.inputs.narrow(0, begin, rows).to(device_);
     const torch::Tensor y = split.labels.narrow(0, begin, rows).to(device_);
     const torch::Tensor logits = network_->forward(x, ctx, metrics ? &captured : nullptr);
-    const torch::Tensor loss = torch::nn::functional::cross_entropy(
-        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    const torch::Tensor correct = logits.argmax(1).eq(y).sum();
-    sums += torch::stack({loss.to(torch::kDouble), correct.to(torch::kDouble)});
+    const std::string& objective = config_.train.objective;
+    const torch::Tensor loss = taskLossSum(objective, logits, x, y);
+    const torch::Tensor errors = errorSum(objective, logits, x, y);
+    sums += torch::stack({loss.to(torch::kDouble), errors.to(torch::kDouble)});
     for (std::size_t i = 0; i < accumulators.size(); ++i) accumulators[i].add(captured[i]);
     if (keepRows) {
       for (std::size_t i = 0; i < layerRows.size(); ++i) layerRows[i].push_back(captured[i].cpu());
       labelParts.push_back(y.cpu());
+      fineLabelParts.push_back(split.fineLabels().narrow(0, begin, rows));
     }
   }
   torch::Tensor global = sums.cpu();
@@ -65,7 +68,8 @@ SplitResult Trainer::evaluate(
   result.samples = split.size();
   const double total = std::max<double>(1.0, static_cast<double>(split.size()));
   result.loss = global[0].item<double>() / total;
-  result.error = 100.0 * (1.0 - global[1].item<double>() / total);
+  result.error = reportedError(config_.train.objective, global[1].item<double>(), split.size());
+  result.errorKey = errorKey(config_.train.objective);
 
   if (metrics) {
     CommReducer reducer(comm_, "metrics");
@@ -77,6 +81,7 @@ SplitResult Trainer::evaluate(
       const int64_t width = network_->layerWidth(captureLayers_[i]);
       const torch::Tensor local = layerRows[i].empty() ? torch::zeros({0, width}) : torch::cat(layerRows[i]);
       const torch::Tensor labels = labelParts.empty() ? torch::zeros({0}, torch::kLong) : torch::cat(labelParts);
+      const torch::Tensor fine = fineLabelParts.empty() ? torch::zeros({0}, torch::kLong) : torch::cat(fineLabelParts);
       // Clustering and MI of non-finite rows mean nothing (and KMeans would not converge): every
       // rank agrees to skip them from one summed count, and the count is reported instead.
       torch::Tensor nonFinite = torch::isfinite(local).logical_not().any(1).sum().to(torch::kFloat64).reshape({1});
@@ -93,7 +98,7 @@ SplitResult Trainer::evaluate(
         options.tol = c->tol;
         options.normalization = reg::parseMiNormalization(c->normalization);
         options.seed = config_.train.seed;
-        for (const auto& [name, value] : reg::clusterAndScore(local, labels, options, reducer).metrics())
+        for (const auto& [name, value] : reg::clusterAndScore(local, fine, options, reducer).metrics())
           values.emplace_back(name, toDouble(value));
       }
       if (const auto& mi = config_.eval.mi) {

@@ -1,5 +1,7 @@
 #include "Model.h"
 
+#include "Objective.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <sstream>
@@ -83,7 +85,7 @@ ModelPlan planModel(const Config& config, const std::vector<int64_t>& sampleShap
       add(names[i], spec, out, parameters);
     }
   }
-  fc("out", numClasses);
+  fc("out", outputWidth(config.train.objective, sampleShape, numClasses));  // K, 1 or D (Objective.h)
   for (auto& layer : plan.layers) {
     if (!listed(model.batchNormLayers, layer.name)) continue;
     if (layer.spec.kind == LayerSpec::Kind::Pool)

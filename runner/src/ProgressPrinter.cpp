@@ -68,7 +68,10 @@ void ProgressPrinter::onEnd(const RunOutcome& outcome) {
     auto add = [&](const char* name, const std::optional<SplitResult>& split) {
       if (!split) return;
       char buffer[64];
-      std::snprintf(buffer, sizeof buffer, "%s%s %.2f %%", errors.empty() ? "" : ", ", name, split->error);
+      if (split->errorKey == "mse")  // reconstruction objective: the MSE itself, not a percentage
+        std::snprintf(buffer, sizeof buffer, "%s%s mse %.4g", errors.empty() ? "" : ", ", name, split->error);
+      else
+        std::snprintf(buffer, sizeof buffer, "%s%s %.2f %%", errors.empty() ? "" : ", ", name, split->error);
       errors += buffer;
     };
     add("train", final_.train);

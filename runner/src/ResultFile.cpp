@@ -29,7 +29,7 @@ std::string resultJson(const ResultContext& context, const RunReport& report) {
       result.key(name).null();
       return;
     }
-    result.key(name).beginObject().field("error", r->error).field("loss", r->loss).field("samples", r->samples).endObject();
+    result.key(name).beginObject().field(r->errorKey, r->error).field("loss", r->loss).field("samples", r->samples).endObject();
   };
   const std::optional<EvalRecord>& evaluation = report.evaluation;
   split("train", evaluation ? evaluation->train : std::nullopt);

@@ -30,7 +30,8 @@ struct StepRecord {
 };
 
 struct SplitResult {
-  double error = 0.0;  // %
+  double error = 0.0;  // % misclassified, or the reconstruction MSE (train.objective = "mse")
+  std::string errorKey = "error";  // its result.json key: "error" (%) or "mse"
   double loss = 0.0;
   int64_t samples = 0;
 };

@@ -4,6 +4,7 @@
 #include "Commands.h"
 #include "Config.h"
 #include "MetricsExporter.h"
+#include "Objective.h"
 #include "OutputFiles.h"
 #include "ProgressPrinter.h"
 #include "ResultFile.h"
@@ -62,6 +63,7 @@ dist::Backend backendOf(const std::string& name) {
 // Checks that need the data or the environment, located at the config key they concern.
 void validateRun(const Config& config, const data::DataSplits& data, const ModelPlan& plan) {
   if (data.numClasses < 1) throw ConfigError(config.where("data.source") + ": data: the source has no classes");
+  validateObjective(config, data.numClasses, data.description);
   const int world = launcherWorldSize();
   if (world > 1 && config.distributed.backend == "single")
     throw ConfigError(config.where("distributed.backend") + ": distributed.backend: \"single\" but the launcher started " +
@@ -125,6 +127,19 @@ int startMetrics(const Config& config, const std::string& outDir, dist::Communic
   return failed > 0 ? 2 : 0;
 }
 
+// loadData, with errors about data.relabel / data.pca_dims located at the line that set them.
+data::DataSplits loadLocatedData(const Config& config) {
+  try {
+    return data::loadData(config.data, config.train.seed);
+  } catch (const data::DataError& e) {
+    const std::string message = e.what();
+    for (const char* key : {"data.relabel", "data.pca_dims"})
+      if (message.rfind(key, 0) == 0 && config.locations.count(key))
+        throw data::DataError(config.where(key) + ": " + message);
+    throw;
+  }
+}
+
 }  // namespace
 
 int runVersion() {
@@ -170,7 +185,7 @@ int runTrain(int argc, char** argv) {
     checkRunDirectory(args.out, args.overwrite, args.resume);
     torch::set_num_threads(static_cast<int>(config.train.threads));
     setBlasThreads(static_cast<int>(config.train.threads));
-    data = data::loadData(config.data, config.train.seed);
+    data = loadLocatedData(config);
     plan = planModel(config, data.sampleShape, data.numClasses);
     validateRun(config, data, plan);
   } catch (const ConfigError& e) {

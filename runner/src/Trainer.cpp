@@ -1,6 +1,7 @@
 #include "Trainer.h"
 
 #include "CommReducer.h"
+#include "Objective.h"
 #include "OutputFiles.h"
 #include "StopSignals.h"
 
@@ -176,8 +177,7 @@ RunReport Trainer::run(const RunOptions& options) {
     std::vector<torch::Tensor> captured;
     const torch::Tensor logits = network_->forward(x, context(true, globalRows, shard.begin, step), &captured);
     // Σ over this rank's rows / global rows: summed gradients give the global-batch mean.
-    const torch::Tensor taskSum = torch::nn::functional::cross_entropy(
-        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    const torch::Tensor taskSum = taskLossSum(config_.train.objective, logits, x, y);  // Objective.h
     torch::Tensor loss = taskSum / static_cast<double>(globalRows);
 
     std::vector<reg::PenaltyValue> values;
@@ -187,7 +187,7 @@ RunReport Trainer::run(const RunOptions& options) {
       for (std::size_t i = 0; i < penalties_.activationTargets().size(); ++i)
         penaltyBatch.activations.emplace_back(captureLayers_[i], captured[i]);
       penaltyBatch.labels = y;
-      if (penalties_.needsProbabilities()) penaltyBatch.probabilities = torch::softmax(logits, 1);
+      if (penalties_.needsProbabilities()) penaltyBatch.probabilities = classProbabilities(config_.train.objective, logits);
       penaltyBatch.weights = network_->weightMatrices();
       values = penalties_.compute(penaltyBatch, reducer);
       for (const auto& v : values) {

@@ -23,6 +23,7 @@ test_samples = 150
 factors = 6
 input_dim = 24
 seed = 3
+{data_extra}
 
 [model]
 hidden = [16, 12]
@@ -34,6 +35,7 @@ name = "adam"
 lr = 0.003
 
 [train]
+{train_extra}
 steps = 50
 batch_size = 37
 seed = 11
@@ -70,6 +72,18 @@ FAMILIES = {
                         + reg("lsingle", ["h2"], margin=1.0)),
     "bn_dropout": ("relu", 'dropout = 0.3\ndropout_layers = ["h1"]\nbatch_norm_layers = ["h1", "h2"]',
                    reg("cw-cr", ["h2"], weight=0.2)),
+    # Objectives (issue 9). binary: one logit, BCE on even/odd classes grouped by data.relabel (so the
+    # class-wise penalty sees 2 groups, xcov the sigmoid probability, and clustering AMI/NMI the 10
+    # original classes). mse: the output reconstructs the inputs after a PCA to 8 dims (fitted on
+    # the training split), per-sample mean squared error; result.json reports test.mse.
+    "binary": ("tanh", "", reg("lsigma", ["h1"]) + reg("xcov", ["h2"]) + reg("cw-vr", ["h2"], weight=0.05)),
+    "mse": ("linear", "", reg("lsigma", ["h1"], weight=0.5) + reg("l1r", ["h2"], weight=0.001)),
+}
+
+# Extra [data] / [train] keys of a family.
+EXTRA = {
+    "binary": ("relabel = [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]", 'objective = "binary"'),
+    "mse": ("pca_dims = 8", 'objective = "mse"'),
 }
 
 def run(cmd, timeout):
@@ -104,7 +118,9 @@ def main():
     work = tempfile.mkdtemp(prefix=f"repshape-equiv-{args.family}-")
     config = os.path.join(work, "c.toml")
     with open(config, "w") as f:
-        f.write(BASE.format(activation=activation, model_extra=model_extra) + regs)
+        data_extra, train_extra = EXTRA.get(args.family, ("", ""))
+        f.write(BASE.format(activation=activation, model_extra=model_extra, data_extra=data_extra,
+                            train_extra=train_extra) + regs)
 
     def train(world, extra=()):
         out = os.path.join(work, f"w{world}{'-'.join(extra)}")

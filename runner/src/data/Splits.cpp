@@ -73,11 +73,15 @@ DataSplits splitSource(SourceData source, const DataConfig& config, uint64_t see
                                               source.test.labels.slice(0, 0, config.testSize)}
                                     : source.test;
   splits.numClasses = numClasses;
+  splits.originalClasses = numClasses;
   splits.sampleShape = source.sampleShape;
+  applyTransforms(config, splits);
   std::ostringstream description;
   description << config.source << " " << source.description << ": train " << splits.train.size()
               << ", validation " << splits.validation.size() << " (of " << available << ", split seed " << seed
-              << "), test " << splits.test.size() << ", " << numClasses << " classes";
+              << "), test " << splits.test.size() << ", " << splits.numClasses << " classes";
+  if (!config.relabel.empty()) description << " (grouped from " << numClasses << ")";
+  if (config.pcaDims > 0) description << ", top " << config.pcaDims << " principal components of the training split";
   splits.description = description.str();
   return splits;
 }

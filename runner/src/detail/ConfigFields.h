@@ -198,6 +198,43 @@ Field<S> stringListField(const char* key, std::vector<std::string> S::*member) {
           }};
 }
 
+// Groups of class indices, e.g. relabel = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]: each group non-empty,
+// classes >= 0, no class in two groups (located at the repeated entry). [] = no grouping.
+template <typename S>
+Field<S> classGroupsField(const char* key, std::vector<std::vector<int64_t>> S::*member) {
+  return {key,
+          [=](S& s, const toml::node& n, const std::string& p, const ParseContext& c) {
+            std::vector<std::vector<int64_t>> groups;
+            std::map<int64_t, std::size_t> groupOf;  // class → its group, for repeats
+            const toml::array& outer = readArray(n, p, c);
+            for (std::size_t g = 0; g < outer.size(); ++g) {
+              const std::string path = p + "[" + std::to_string(g) + "]";
+              const toml::array& inner = readArray(*outer.get(g), path, c);
+              if (inner.empty()) c.fail(*outer.get(g), path, "an empty group; list the classes it merges, e.g. [0, 1]");
+              std::vector<int64_t> group;
+              for (const auto& item : inner) {
+                const int64_t label = readInt(item, path, c, 0, 1000000);
+                const auto [it, added] = groupOf.emplace(label, g);
+                if (!added)
+                  c.fail(item, path, "class " + std::to_string(label) + " is already in group " +
+                                         std::to_string(it->second) + "; every class belongs to one group");
+                group.push_back(label);
+              }
+              groups.push_back(std::move(group));
+            }
+            s.*member = std::move(groups);
+          },
+          [=](const S& s, toml::table& t) {
+            toml::array outer;
+            for (const auto& group : s.*member) {
+              toml::array inner;
+              for (int64_t v : group) inner.push_back(v);
+              outer.push_back(std::move(inner));
+            }
+            t.insert_or_assign(key, std::move(outer));
+          }};
+}
+
 template <typename S>
 std::vector<std::string> keysOf(const std::vector<Field<S>>& fields) {
   std::vector<std::string> keys;
