@@ -31,9 +31,9 @@ struct StepRecord {
 
 struct SplitResult {
   double error = 0.0;  // % misclassified, or the reconstruction MSE (train.objective = "mse")
-  std::string errorKey = "error";  // its result.json key: "error" (%) or "mse"
   double loss = 0.0;
   int64_t samples = 0;
+  std::string errorKey = "error";  // error's result.json key: "error" (%) or "mse"
 };
 
 // One evaluation: at the end of training (final = true) or every eval.every steps.
