@@ -14,6 +14,7 @@ packages=(
   python3-torch python3-numpy python3-sklearn  # independent references for the tests
   prometheus prometheus-pushgateway curl  # deploy/monitoring.sh and the monitoring tests (promtool)
   chromium                                # headless screenshot test of `repshape report --format html`
+  slurm-wlm munge                         # one-node Slurm for the job-array tests (deploy/slurm/local-cluster.sh)
 )
 
 missing=()

@@ -13,5 +13,17 @@ int runInspect(int argc, char** argv);  // Inspect.cpp
 int runVersion();                       // Train.cpp
 int runGrid(int argc, char** argv);     // Grid.cpp
 int runReport(int argc, char** argv);   // Report.cpp
+int runSlurm(int argc, char** argv);    // Slurm.cpp
+
+}  // namespace repshape
+
+#include <optional>
+#include <string>
+
+namespace repshape {
+
+// The grid's cell validator (Grid.cpp): loadConfig on a cell's config text; the message on error,
+// else nothing and `resolved` holds its config.resolved.toml. `grid` and `slurm` share it.
+std::optional<std::string> validateCellConfig(const std::string& text, std::string& resolved);
 
 }  // namespace repshape

@@ -136,6 +136,7 @@ const std::vector<Field<TrainConfig>>& trainFields() {
       detail::stringField<TrainConfig>("device", &TrainConfig::device, {"cpu", "cuda"}),
       detail::intField<TrainConfig>("log_every", &TrainConfig::logEvery, 1),
       detail::boolField<TrainConfig>("timings", &TrainConfig::timings),
+      detail::intField<TrainConfig>("checkpoint_every", &TrainConfig::checkpointEvery, 0),
       detail::doubleField<TrainConfig>("progress_s", &TrainConfig::progressSeconds, 0.0),
   };
   return fields;

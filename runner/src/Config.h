@@ -79,6 +79,7 @@ struct TrainConfig {
   std::string device = "cpu"; // cpu | cuda
   int64_t logEvery = 1;       // steps.jsonl line every N steps
   bool timings = true;        // samples_per_s and comm time in steps.jsonl (false: byte-reproducible)
+  int64_t checkpointEvery = 0;  // checkpoint every N steps (0: only on a stop signal), see Checkpoint.h
   double progressSeconds = 10.0;  // rank 0 prints a progress line this often when not on a terminal (0: never)
 };
 

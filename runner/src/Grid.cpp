@@ -58,6 +58,10 @@ bool setsKey(const std::vector<jobs::Override>& overrides, const std::string& ke
 
 }  // namespace
 
+std::optional<std::string> validateCellConfig(const std::string& text, std::string& resolved) {
+  return validateConfig(text, resolved);  // shared with `repshape slurm` (Commands.h)
+}
+
 int runGrid(int argc, char** argv) {
   CLI::App app{"Expand a grid spec into cells and run them (resumable; one process per cell)", "repshape grid"};
   std::string specPath, results;

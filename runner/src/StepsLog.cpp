@@ -1,5 +1,6 @@
 #include "StepsLog.h"
 
+#include "Checkpoint.h"
 #include "Json.h"
 
 #include <cerrno>
@@ -14,7 +15,8 @@ StepsLog::~StepsLog() {
 
 void StepsLog::onStart(const RunInfo& info) {
   if (info.rank != 0) return;
-  file_ = std::fopen(path_.c_str(), "w");
+  if (keepBytes_ >= 0) truncateStepsLog(path_, keepBytes_);
+  file_ = std::fopen(path_.c_str(), keepBytes_ >= 0 ? "a" : "w");
   if (!file_) throw std::runtime_error("cannot write " + path_ + ": " + std::strerror(errno));
 }
 

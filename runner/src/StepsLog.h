@@ -4,6 +4,7 @@
 
 #include "RunSink.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
@@ -12,7 +13,10 @@ namespace repshape {
 class StepsLog final : public RunSink {
  public:
   // timings = false leaves out every wall-clock field: the file is then byte-reproducible.
-  StepsLog(std::string path, bool timings) : path_(std::move(path)), timings_(timings) {}
+  // keepBytes >= 0 (a resumed run): keep the first keepBytes bytes of the file (the lines up to the
+  // checkpoint) and append after them, instead of starting a new file.
+  StepsLog(std::string path, bool timings, int64_t keepBytes = -1)
+      : path_(std::move(path)), timings_(timings), keepBytes_(keepBytes) {}
   ~StepsLog() override;
   StepsLog(const StepsLog&) = delete;
   StepsLog& operator=(const StepsLog&) = delete;
@@ -27,6 +31,7 @@ class StepsLog final : public RunSink {
  private:
   std::string path_;
   bool timings_;
+  int64_t keepBytes_;
   std::FILE* file_ = nullptr;  // rank 0 only
 };
 

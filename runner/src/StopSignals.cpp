@@ -26,6 +26,7 @@ void installStopSignals() {
   action.sa_flags = SA_RESTART;  // blocking reads and MPI progress resume after the handler
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGUSR2, &action, nullptr);  // the scheduler's warning (Slurm --signal=B:USR2@s): checkpoint, exit 75
 }
 
 int pendingStopSignal() { return gStopSignal.load(); }

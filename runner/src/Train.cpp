@@ -2,6 +2,7 @@
 // shapes, resources, the output directory) before any work starts or anything is written, then
 // train on however many ranks the launcher started, and record how the run ended (SPEC §7).
 #include "Commands.h"
+#include "Checkpoint.h"
 #include "Config.h"
 #include "MetricsExporter.h"
 #include "Objective.h"
@@ -174,6 +175,8 @@ int runTrain(int argc, char** argv) {
   data::DataSplits data;
   dist::FaultSpec fault;
   ModelPlan plan;
+  std::string resumeFrom;          // newest complete checkpoint with --resume
+  CheckpointState resumeState;
   try {
     config = loadConfig(args.config, args.overrides);
     if (!args.metricsListen.empty()) {
@@ -183,6 +186,17 @@ int runTrain(int argc, char** argv) {
     }
     fault = dist::parseFault(args.fault);
     checkRunDirectory(args.out, args.overwrite, args.resume);
+    if (args.resume) {
+      const auto latest = latestCheckpoint(args.out);
+      if (!latest)
+        throw ConfigError("--resume: " + args.out + "/checkpoints holds no complete checkpoint (none with a DONE marker)");
+      resumeFrom = *latest;
+      try {
+        resumeState = readCheckpointState(resumeFrom);
+      } catch (const std::runtime_error& e) {
+        throw ConfigError(std::string("--resume: ") + e.what());
+      }
+    }
     torch::set_num_threads(static_cast<int>(config.train.threads));
     setBlasThreads(static_cast<int>(config.train.threads));
     data = loadLocatedData(config);
@@ -250,7 +264,8 @@ int runTrain(int argc, char** argv) {
                   static_cast<long long>(data.validation.size()), static_cast<long long>(data.test.size()));
       std::fflush(stdout);
     }
-    sinks.push_back(std::make_unique<StepsLog>(args.out + "/steps.jsonl", config.train.timings));
+    sinks.push_back(std::make_unique<StepsLog>(args.out + "/steps.jsonl", config.train.timings,
+                                               resumeFrom.empty() ? -1 : resumeState.stepsLogBytes));
     const bool terminal = ::isatty(STDOUT_FILENO) == 1;
     sinks.push_back(std::make_unique<ProgressPrinter>(args.quiet ? 0.0 : config.train.progressSeconds,
                                                       terminal && !args.quiet));
@@ -265,6 +280,8 @@ int runTrain(int argc, char** argv) {
     options.fault = fault.enabled() ? &fault : nullptr;
     options.gradientDump = args.gradientDump;
     options.sinks = sinkList;
+    options.checkpointEvery = config.train.checkpointEvery;
+    options.resumeFrom = resumeFrom;
     report = trainer.run(options);
   } catch (const std::exception& e) {
     const auto* torchError = dynamic_cast<const c10::Error*>(&e);

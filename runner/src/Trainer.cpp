@@ -1,5 +1,6 @@
 #include "Trainer.h"
 
+#include "Checkpoint.h"
 #include "CommReducer.h"
 #include "Objective.h"
 #include "OutputFiles.h"
@@ -35,7 +36,7 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimConfig& c, std
 std::string penaltyKey(const reg::PenaltyValue& v) { return v.name + "@" + v.target; }
 
 // Slots of the per-step control all-reduce (SUM over ranks, fp64).
-enum ControlSlot : int64_t { kTaskLossSum, kNonFiniteLoss, kStopInt, kStopTerm, kControlSlots };
+enum ControlSlot : int64_t { kTaskLossSum, kNonFiniteLoss, kStopInt, kStopTerm, kStopUsr2, kControlSlots };
 
 }  // namespace
 
@@ -156,12 +157,26 @@ RunReport Trainer::run(const RunOptions& options) {
   RunOutcome& outcome = report.outcome;
   int64_t stepsDone = 0;
 
+  Checkpointer checkpoints(options.outDir, options.checkpointEvery, comm_);
+  if (!options.resumeFrom.empty()) {
+    // Every rank loads the same files: the W ranks of this run continue the one-process trajectory
+    // whatever the world size that wrote them (Checkpoint.h).
+    const CheckpointState state = loadCheckpoint(options.resumeFrom, network_, *optimizer, device_);
+    TORCH_CHECK(state.step >= 0 && state.step <= report.steps, "checkpoint ", options.resumeFrom, " is at step ",
+                state.step, " but this run has ", report.steps, " steps");
+    stepsDone = state.step;
+    if (writer)
+      std::printf("repshape: resuming from %s (step %lld of %lld, written by %d rank(s))\n", options.resumeFrom.c_str(),
+                  static_cast<long long>(state.step), static_cast<long long>(report.steps), state.worldSize);
+  }
+  const int64_t firstStep = stepsDone;
+
   torch::Tensor permutation;
   network_->train();
-  for (int64_t step = 0; step < report.steps; ++step) {
+  for (int64_t step = firstStep; step < report.steps; ++step) {
     const auto stepStart = Clock::now();
     const int64_t epoch = step / batchesPerEpoch, batch = step % batchesPerEpoch;
-    if (batch == 0) {
+    if (batch == 0 || step == firstStep) {
       // One global permutation per epoch from (seed, epoch): identical on every rank.
       auto generator = at::make_generator<at::CPUGeneratorImpl>(train.seed * 1000003ULL + epoch);
       permutation = at::randperm(n, generator, torch::TensorOptions().dtype(torch::kLong)).to(device_);
@@ -208,7 +223,8 @@ RunReport Trainer::run(const RunOptions& options) {
     const double localTask = taskSum.item<double>();
     const int stop = pendingStopSignal();
     torch::Tensor control = torch::tensor({localTask, std::isfinite(localTask) ? 0.0 : 1.0,
-                                           stop == SIGINT ? 1.0 : 0.0, stop == SIGTERM ? 1.0 : 0.0},
+                                           stop == SIGINT ? 1.0 : 0.0, stop == SIGTERM ? 1.0 : 0.0,
+                                           stop == SIGUSR2 ? 1.0 : 0.0},
                                           torch::kDouble);
     if (world > 1) {
       control = control.to(comm_.device());
@@ -240,8 +256,13 @@ RunReport Trainer::run(const RunOptions& options) {
     samplesSinceLog += globalRows;
     stepsDone = step + 1;
 
-    const bool stopping = !term.empty() || c[kStopInt] > 0 || c[kStopTerm] > 0;
-    if ((step + 1) % train.logEvery == 0 || step + 1 == report.steps || stopping) {
+    const bool signalled = c[kStopInt] > 0 || c[kStopTerm] > 0 || c[kStopUsr2] > 0;
+    const bool stopping = !term.empty() || signalled;
+    const bool regularLog = (step + 1) % train.logEvery == 0 || step + 1 == report.steps;
+    // A stop forces a log line the uninterrupted run would not write: the checkpoint's steps.jsonl
+    // offset is taken before it, so a resumed run's log equals the uninterrupted one.
+    if (!regularLog && signalled) checkpoints.pinStepsLogOffset();
+    if (regularLog || stopping) {
       StepRecord record;
       record.step = step + 1;
       record.totalSteps = report.steps;
@@ -281,6 +302,21 @@ RunReport Trainer::run(const RunOptions& options) {
       outcome.step = step + 1;
       outcome.term = term;
       outcome.reason = "non-finite " + term + " at step " + std::to_string(step + 1);
+      break;
+    }
+    // Checkpoints after the step's line is in steps.jsonl (its size is the resume offset).
+    const bool preempted = c[kStopUsr2] > 0;
+    if (preempted || (signalled && options.checkpointEvery > 0) || (!signalled && checkpoints.due(step + 1))) {
+      const int64_t nextEpoch = (step + 1) / batchesPerEpoch;
+      const std::string where = checkpoints.save(step + 1, nextEpoch, network_, *optimizer, device_);
+      if (writer && signalled) std::printf("repshape: checkpoint %s\n", where.c_str());
+    }
+    if (preempted) {
+      outcome.status = "preempted";
+      outcome.exitCode = 75;
+      outcome.step = step + 1;
+      outcome.reason = "SIGUSR2 (scheduler warning): checkpointed after step " + std::to_string(step + 1) + " of " +
+                       std::to_string(report.steps) + "; --resume continues";
       break;
     }
     if (c[kStopInt] > 0 || c[kStopTerm] > 0) {

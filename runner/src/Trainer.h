@@ -38,7 +38,7 @@ using EvalSplitResult = SplitResult;
 
 // What a finished Trainer::run hands to result.json.
 struct RunReport {
-  RunOutcome outcome;                 // ok | diverged | interrupted (failures are exceptions)
+  RunOutcome outcome;                 // ok | diverged | interrupted | preempted (failures are exceptions)
   std::optional<EvalRecord> evaluation;  // final evaluation; absent when the run stopped early
   int64_t steps = 0;                  // steps planned
   double epochs = 0.0;                // steps done / batches per epoch
@@ -52,6 +52,11 @@ struct RunOptions {
   // parameters in registration order): the W-rank vs 1-process check.
   std::string gradientDump;
   std::vector<RunSink*> sinks;
+  // Checkpoints (Checkpoint.h) into outDir/checkpoints every N steps (0: only when a stop signal
+  // ends the run: always on SIGUSR2, on SIGINT/SIGTERM when N > 0).
+  int64_t checkpointEvery = 0;
+  // A complete checkpoint directory to continue from (--resume): parameters, optimizer, RNG, step.
+  std::string resumeFrom;
 };
 
 class Trainer {

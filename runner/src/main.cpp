@@ -24,6 +24,8 @@ constexpr Command kCommands[] = {
      repshape::runInspect},
     {"grid", "SPEC.toml --results DIR (--list|--run|--cell ID)   run a grid of cells (resumable)", repshape::runGrid},
     {"report", "RESULTS [--format md|csv|tex|html]            tables of a grid's results", repshape::runReport},
+    {"slurm", "SPEC.toml --results DIR [--submit] [options]    the unfinished cells as Slurm job arrays",
+     repshape::runSlurm},
     {"version", "                                             print version and build", version},
 };
 
