@@ -74,7 +74,7 @@ class MetricsExporter : public RunSink {
   void onStep(const StepRecord& record) override;
   void onEvaluation(const EvalRecord& record) override;
   void onEnd(const RunOutcome& outcome) override;
-  void onCheckpoint(int64_t step);
+  void onCheckpoint(int64_t step) override;
 
   std::string boundAddress() const { return bound_; }   // "127.0.0.1:40123", "" when not serving
   std::string targetFile() const { return targetFile_; }  // "" when none was written

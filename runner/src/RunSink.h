@@ -70,6 +70,8 @@ class RunSink {
   virtual void onStart(const RunInfo&) {}
   virtual void onStep(const StepRecord&) {}
   virtual void onEvaluation(const EvalRecord&) {}
+  // After a checkpoint of the state after `step` is complete on disk (every rank calls it).
+  virtual void onCheckpoint(int64_t /*step*/) {}
   // Called once on every ending the process survives, before result.json is written.
   virtual void onEnd(const RunOutcome&) {}
 };

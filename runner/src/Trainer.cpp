@@ -310,6 +310,7 @@ RunReport Trainer::run(const RunOptions& options) {
       const int64_t nextEpoch = (step + 1) / batchesPerEpoch;
       const std::string where = checkpoints.save(step + 1, nextEpoch, network_, *optimizer, device_);
       if (writer && signalled) std::printf("repshape: checkpoint %s\n", where.c_str());
+      for (RunSink* sink : options.sinks) sink->onCheckpoint(step + 1);
     }
     if (preempted) {
       outcome.status = "preempted";
