@@ -63,11 +63,16 @@ std::string numberOrEmpty(const nlohmann::json& result, const std::string& metri
 
 std::string renderMarkdown(const ReportData& d) {
   std::ostringstream out;
-  out << "## " << d.name << ": " << d.metric << "\n\n| |";
-  for (const auto& c : d.columns) out << " " << c << " |";
-  out << "\n|---|";
-  for (std::size_t i = 0; i < d.columns.size(); ++i) out << "---|";
-  out << "\n";
+  // "| | col1 | col2 |" and its rule: the header of both tables.
+  auto header = [&] {
+    out << "| |";
+    for (const auto& c : d.columns) out << " " << c << " |";
+    out << "\n|---|";
+    for (std::size_t i = 0; i < d.columns.size(); ++i) out << "---|";
+    out << "\n";
+  };
+  out << "## " << d.name << ": " << d.metric << "\n\n";
+  header();
   for (const auto& row : d.rows) {
     out << "| " << row << " |";
     for (const auto& column : d.columns) {
@@ -88,11 +93,8 @@ std::string renderMarkdown(const ReportData& d) {
   }
   out << "\n" << legend(d) << ".\n";
   if (!d.selectAxis.empty()) {
-    out << "\nSelected " << d.selectAxis << ":\n\n| |";
-    for (const auto& c : d.columns) out << " " << c << " |";
-    out << "\n|---|";
-    for (std::size_t i = 0; i < d.columns.size(); ++i) out << "---|";
-    out << "\n";
+    out << "\nSelected " << d.selectAxis << ":\n\n";
+    header();
     for (const auto& row : d.rows) {
       out << "| " << row << " |";
       for (const auto& column : d.columns) {

@@ -330,7 +330,6 @@ RunReport Trainer::run(const RunOptions& options) {
       break;
     }
   }
-  (void)writer;
   report.trainSeconds = secondsSince(start);
   report.epochs = static_cast<double>(stepsDone) / static_cast<double>(batchesPerEpoch);
   if (outcome.status == "ok") outcome.step = stepsDone;

@@ -34,8 +34,6 @@ struct Shard {
 };
 Shard shardOf(int64_t globalRows, int rank, int world);
 
-using EvalSplitResult = SplitResult;
-
 // What a finished Trainer::run hands to result.json.
 struct RunReport {
   RunOutcome outcome;                 // ok | diverged | interrupted | preempted (failures are exceptions)
