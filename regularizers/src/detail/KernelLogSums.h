@@ -15,9 +15,9 @@
 //    layer). So each class's rows i are handled with every row re-centred on that class's global
 //    mean: the near pairs are then short vectors and the GEMM has nothing to cancel. Far pairs keep
 //    a large relative error but their exponentials are negligible next to S ≥ 1. Two guards send
-//    work back to fp64: a per-row error estimate (a row dominated by one near pair, e.g. a duplicate, is redone in
-//    fp64), and a sample of rows of every class recomputed in fp64: if one disagrees by more
-//    than the model allows, the whole class is redone (the error model failed there).
+//    work back to fp64: a per-row error estimate (a row dominated by one near pair, e.g. a
+//    duplicate, is redone in fp64), and a sample of rows of every class recomputed in fp64: if
+//    one disagrees by more than the model allows, the whole class is redone.
 
 #include <torch/torch.h>
 
