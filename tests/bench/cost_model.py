@@ -168,7 +168,8 @@ def svg_plot(curves, path):
     for i, (name, pts) in enumerate(curves):
         line = " ".join(f"{x(w):.1f},{y(max(0, min(1, e))):.1f}" for w, e in pts)
         out.append(f'<polyline points="{line}" fill="none" stroke="{colours[i]}" stroke-width="2"/>')
-        out.append(f'<text x="{left + 10}" y="{top + 14 + 14 * i}" fill="{colours[i]}">{name}</text>')
+        legend_x, legend_y = left + 0.62 * plot_w, top + 0.35 * plot_h  # empty middle right
+        out.append(f'<text x="{legend_x}" y="{legend_y + 14 * i}" fill="{colours[i]}">{name}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
