@@ -3,9 +3,11 @@
 #include <repshape/regularizers/InformationBounds.h>
 
 #include "detail/ClusteringCollectives.h"
+#include "detail/KernelLogSums.h"
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 namespace repshape::reg {
@@ -51,41 +53,34 @@ MiBounds informationBounds(const torch::Tensor& localRows, const torch::Tensor& 
   if (numClasses <= 0) numClasses = maxLabel + 1;
   TORCH_CHECK(maxLabel < numClasses, "label ", maxLabel, " >= numClasses ", numClasses);
 
-  // Distances are translation invariant: centring shrinks the GEMM cancellation error.
-  const auto mean = all.mean(0, /*keepdim=*/true);
-  all = (all - mean).contiguous();
-  const auto mine = all.narrow(0, offset, n);  // this rank's rows, the i index
-  const auto allNorm2 = (all * all).sum(1);    // [N]
-  const auto oneHot = torch::zeros({total, numClasses}, torch::kFloat64)
-                          .scatter_(1, allLabels.unsqueeze(1), 1.0);  // [N, K]
-  const auto classRows = oneHot.sum(0);                                // [K] n_k
-
-  // Per estimator c ∈ {2 (KL, upper), 8 (Bhattacharyya, lower)}: Σ_i ln Σ_j e_ij over this rank's
-  // i, and the same per class with j restricted to the class of i.
-  // Σ_j includes j = i with D_ii = 0 and every D_ij ≥ 0, so each row's max exponent is exactly 0:
-  // the sums lie in [1, N] and log-sum-exp needs no shift.
-  auto sums = torch::zeros({2, 1 + numClasses}, torch::kFloat64);  // [estimator, all | class k]
-  const int64_t block = std::max<int64_t>(1, options.blockElements / total);
-  for (int64_t start = 0; start < n; start += block) {
-    const int64_t rows = std::min(block, n - start);
-    const auto xi = mine.narrow(0, start, rows);                                  // [b, M]
-    auto d = (allNorm2.narrow(0, offset + start, rows).unsqueeze(1) + allNorm2.unsqueeze(0))
-                 .sub_(xi.mm(all.t()), 2.0)
-                 .clamp_min_(0.0);  // [b, N]
-    d.diagonal(offset + start).zero_();  // D_ii = 0 exactly
-    const auto blockLabels = labels.narrow(0, start, rows).unsqueeze(1);  // [b, 1]
-    // e_ij = exp(−D/(8σ²)) for the lower bound; exp(−D/(2σ²)) = e⁴ for the upper.
-    auto lower = d.mul_(-1.0 / (8.0 * options.sigma2)).exp_();  // [b, N], reuses d
-    for (int estimator = 1; estimator >= 0; --estimator) {   // 1: lower (c = 8), 0: upper (c = 2)
-      if (estimator == 0) {
-        lower.mul_(lower).mul_(lower);  // e² then e⁴, in place
-      }
-      sums[estimator][0] += lower.sum(1).log().sum();
-      const auto perClass = lower.mm(oneHot).gather(1, blockLabels).log().squeeze(1);  // [b]
-      sums[estimator].narrow(0, 1, numClasses).index_add_(0, blockLabels.squeeze(1), perClass);
-    }
+  // Distances are translation invariant: centring shrinks the GEMM cancellation error. Rows are
+  // sorted by class (stably, so this rank's rows of class k stay one contiguous run).
+  const auto order = std::get<1>(allLabels.sort(/*stable=*/true, 0, false));
+  detail::ClassSortedRows sorted;
+  sorted.rows = (all - all.mean(0, /*keepdim=*/true)).index_select(0, order).contiguous();
+  const auto classRows = torch::bincount(allLabels, {}, numClasses).to(torch::kFloat64);  // [K]
+  const auto before = torch::bincount(allLabels.narrow(0, 0, offset), {}, numClasses);   // [K]
+  const auto own = torch::bincount(labels, {}, numClasses);                              // [K]
+  std::vector<std::pair<int64_t, int64_t>> mine(numClasses);
+  for (int64_t k = 0, start = 0; k < numClasses; ++k) {
+    const auto count = static_cast<int64_t>(classRows[k].item<double>());
+    sorted.start.push_back(start);
+    sorted.count.push_back(count);
+    mine[k] = {start + before[k].item<int64_t>(), own[k].item<int64_t>()};
+    start += count;
   }
-  const auto global = reducer.sum(sums.flatten()).view({2, 1 + numClasses}).contiguous();
+  detail::KernelLogSumsOptions kernel;
+  kernel.sigma2 = options.sigma2;
+  kernel.precision = options.fp64 ? detail::KernelPrecision::Fp64 : detail::KernelPrecision::Mixed;
+  kernel.blockElements = options.blockElements;
+  const auto logSums = detail::kernelLogSums(sorted, mine, kernel);
+  // One all-reduce: [estimator][all | class k], then the classes and rows redone in fp64.
+  std::vector<double> packed = logSums.sums[0];
+  packed.insert(packed.end(), logSums.sums[1].begin(), logSums.sums[1].end());
+  packed.push_back(static_cast<double>(logSums.fallbackClasses));
+  packed.push_back(static_cast<double>(logSums.fp64Rows));
+  const auto reduced = reducer.sum(torch::tensor(packed, torch::kFloat64));
+  const auto global = reduced.narrow(0, 0, 2 * (1 + numClasses)).view({2, 1 + numClasses}).contiguous();
 
   // Ĥ = −(1/N) Σ_i [ln Σ_j e_ij − ln N] = ln N − (1/N) Σ_i ln Σ_j e_ij, and per class with n_k.
   const auto counts = classRows.contiguous();
@@ -109,6 +104,8 @@ MiBounds informationBounds(const torch::Tensor& localRows, const torch::Tensor& 
   bounds.xLower = estimate[1][0];
   bounds.yLower = estimate[1][1];
   bounds.rows = total;
+  bounds.fp64FallbackClasses = static_cast<int64_t>(reduced[-2].item<double>());
+  bounds.fp64FallbackRows = static_cast<int64_t>(reduced[-1].item<double>());
   bounds.sigma2 = options.sigma2;
   return bounds;
 }

@@ -157,6 +157,7 @@ const std::vector<Field<ClusteringConfig>>& clusteringFields() {
 const std::vector<Field<MiConfig>>& miFields() {
   static const std::vector<Field<MiConfig>> fields = {
       detail::doubleField<MiConfig>("sigma2", &MiConfig::sigma2, 0.0, detail::kInf, true),
+      detail::stringField<MiConfig>("precision", &MiConfig::precision, {"mixed", "fp64"}),
   };
   return fields;
 }

@@ -93,6 +93,9 @@ struct ClusteringConfig {
 
 struct MiConfig {
   double sigma2 = 0.1;
+  // mixed: fp32 GEMMs with per-class re-centring and a sampled fp64 check (≤ 1e-7 nats per row
+  // from fp64, several times faster); fp64: the reference path (InformationBoundsOptions::fp64).
+  std::string precision = "mixed";
 };
 
 struct EvalConfig {

@@ -102,7 +102,11 @@ SplitResult Trainer::evaluate(
           values.emplace_back(name, toDouble(value));
       }
       if (const auto& mi = config_.eval.mi) {
-        const auto bounds = reg::informationBounds(local, labels, data_.numClasses, mi->sigma2, reducer);
+        reg::InformationBoundsOptions options;
+        options.numClasses = data_.numClasses;
+        options.sigma2 = mi->sigma2;
+        options.fp64 = mi->precision == "fp64";
+        const auto bounds = reg::informationBounds(local, labels, options, reducer);
         for (const auto& [name, value] : bounds.metrics()) values.emplace_back(name, toDouble(value));
       }
     }

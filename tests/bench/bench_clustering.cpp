@@ -1,8 +1,9 @@
 // Time and peak memory of clustering (KMeans + AMI/NMI) and of the MI bounds on synthetic
 // representations. One measurement per process, so ru_maxrss (a high-water mark) is meaningful:
 //
-//   bench_clustering <kmeans|mi> <N> <M> [k=10] [n_init=10]
+//   bench_clustering <kmeans|mi|mi64> <N> <M> [k=10] [n_init=10]
 //   mpirun -np 2 bench_clustering mi 50000 128
+// `mi` is the default fp32-GEMM path, `mi64` the fp64 reference path (InformationBoundsOptions).
 //
 // Prints, from rank 0: what, W, N, M, seconds, the process's peak RSS, and the peak growth over
 // the RSS after the data was built (both MiB, rank 0; other ranks print theirs to stderr).
@@ -34,7 +35,7 @@ double peakRssMiB() {
 int main(int argc, char** argv) {
   using namespace repshape;
   if (argc < 4) {
-    std::cerr << "usage: bench_clustering <kmeans|mi> <N> <M> [k=10] [n_init=10]\n";
+    std::cerr << "usage: bench_clustering <kmeans|mi|mi64> <N> <M> [k=10] [n_init=10]\n";
     return 2;
   }
   const std::string what = argv[1];
@@ -73,12 +74,20 @@ int main(int argc, char** argv) {
     const auto r = reg::clusterAndScore(rows, labels, options, reducer);
     summary = "ami " + std::to_string(r.ami) + " nmi " + std::to_string(r.nmi) + " inertia " +
               std::to_string(r.inertia);
-  } else if (what == "mi") {
-    const auto b = reg::informationBounds(rows, labels, k, 0.1, reducer);
-    summary = "mi_x " + std::to_string(b.xLower) + ".." + std::to_string(b.xUpper) + " mi_y " +
-              std::to_string(b.yLower) + ".." + std::to_string(b.yUpper);
+  } else if (what == "mi" || what == "mi64") {
+    reg::InformationBoundsOptions options;
+    options.numClasses = k;
+    options.fp64 = what == "mi64";
+    const auto b = reg::informationBounds(rows, labels, options, reducer);
+    char text[256];
+    std::snprintf(text, sizeof text,
+                  "mi_x %.12g..%.12g mi_y %.12g..%.12g redone in fp64: %lld classes, %lld rows",
+                  b.xLower, b.xUpper, b.yLower, b.yUpper,
+                  static_cast<long long>(b.fp64FallbackClasses),
+                  static_cast<long long>(b.fp64FallbackRows));
+    summary = text;
   } else {
-    std::cerr << "unknown benchmark '" << what << "' (kmeans or mi)\n";
+    std::cerr << "unknown benchmark '" << what << "' (kmeans, mi or mi64)\n";
     return 2;
   }
   comm->barrier("bench.end");

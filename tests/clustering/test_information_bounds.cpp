@@ -4,10 +4,12 @@
 #include <repshape/regularizers/InformationBounds.h>
 
 #include "ReferencePython.h"
+#include "detail/KernelLogSums.h"
 
 #include <cmath>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 
 namespace repshape::reg {
 namespace {
@@ -38,7 +40,10 @@ TEST(InformationBounds, EqualDirectNumPyComputation) {
     const auto classOf = labels.unsqueeze(1).to(torch::kFloat32);  // [45, 1]
     const auto rows = torch::randn({45, 4}, gen) * (0.3 + classOf) + classOf;
     LocalReducer reducer;
-    const auto b = informationBounds(rows, labels, 0, sigma2, reducer);
+    InformationBoundsOptions exact;
+    exact.sigma2 = sigma2;
+    exact.fp64 = true;
+    const auto b = informationBounds(rows, labels, exact, reducer);
     const auto ref = reference(rows, labels, sigma2);
     ASSERT_EQ(ref.size(), 4u);
     EXPECT_NEAR(b.xUpper, ref[0], 1e-10 * std::abs(ref[0]) + 1e-12) << "sigma2 " << sigma2;
@@ -46,11 +51,16 @@ TEST(InformationBounds, EqualDirectNumPyComputation) {
     EXPECT_NEAR(b.yUpper, ref[2], 1e-10 * std::abs(ref[2]) + 1e-12) << "sigma2 " << sigma2;
     EXPECT_NEAR(b.yLower, ref[3], 1e-10 * std::abs(ref[3]) + 1e-12) << "sigma2 " << sigma2;
     EXPECT_EQ(b.rows, 45);
+    // The default fp32-GEMM path, to the 1e-6 relative.
+    const auto mixed = informationBounds(rows, labels, 0, sigma2, reducer);
+    EXPECT_NEAR(mixed.xUpper, ref[0], 1e-6 * std::abs(ref[0])) << "sigma2 " << sigma2;
+    EXPECT_NEAR(mixed.xLower, ref[1], 1e-6 * std::abs(ref[1])) << "sigma2 " << sigma2;
+    EXPECT_NEAR(mixed.yUpper, ref[2], 1e-6 * std::abs(ref[2])) << "sigma2 " << sigma2;
+    EXPECT_NEAR(mixed.yLower, ref[3], 1e-6 * std::abs(ref[3])) << "sigma2 " << sigma2;
 
     // Row blocks of any size give the same sums (block of 1 row, of 7 rows, all rows).
     for (int64_t elements : {1, 7 * 45, 1 << 22}) {
-      InformationBoundsOptions options;
-      options.sigma2 = sigma2;
+      InformationBoundsOptions options = exact;
       options.blockElements = elements;
       const auto blocked = informationBounds(rows, labels, options, reducer);
       EXPECT_NEAR(blocked.xUpper, b.xUpper, 1e-12);
@@ -93,6 +103,101 @@ TEST(InformationBounds, OrderedAndBoundedByLogN) {
   const auto same = informationBounds(datasets[3], labels, 0, 0.1, reducer);
   EXPECT_NEAR(same.xUpper, 0.0, 1e-12);
   EXPECT_NEAR(same.yLower, 0.0, 1e-12);
+}
+
+// The fp32-GEMM path against the fp64 path where fp32 is hard: representations whose classes are
+// tight clusters far from the mean (ReLU layers of a trained network: ‖z‖² ≫ the distances that
+// matter), a 1e4 offset, duplicate rows (a row's sum dominated by one near pair) and classes made
+// of two far clusters (re-centring on the class mean cannot help): in the last two the per-row
+// error estimate must send rows to fp64. 1e-6 relative is the bound.
+TEST(InformationBounds, MixedPrecisionMatchesFp64) {
+  const auto gen = at::make_generator<at::CPUGeneratorImpl>(29);
+  const int64_t n = 1500, m = 48, k = 6;
+  const auto labels = torch::randint(0, k, {n}, gen, torch::kInt64);
+  const auto centres = torch::randn({k, m}, gen, torch::kFloat64);
+  const auto noise = torch::randn({n, m}, gen, torch::kFloat64);
+  const auto half = torch::randint(0, 2, {n, 1}, gen, torch::kInt64).to(torch::kFloat64);
+  const auto twoClusters = centres.index_select(0, labels) * 5 + half * 40 + noise * 0.05;
+  // Far-apart rows, every odd row a copy of the row before (each sum = 2 near-equal terms).
+  const auto even = torch::arange(n, torch::kInt64).div(2, "floor").mul(2);
+  const auto duplicated = ((centres.index_select(0, labels) + noise) * 3.0).index_select(0, even);
+  enum class Guard { None, Rows };  // which fp64 fallback the data must trigger
+  struct Case {
+    const char* name;
+    torch::Tensor rows;
+    Guard guard;
+  };
+  const std::vector<Case> cases{
+      {"overlapping", (centres.index_select(0, labels) * 0.1 + noise) * 0.05, Guard::None},
+      {"tight relu clusters", torch::relu(centres.index_select(0, labels) * 5 + 3 + noise * 0.05), Guard::None},
+      {"offset 1e4", centres.index_select(0, labels) * 0.3 + noise * 0.1 + 1e4, Guard::None},
+      {"duplicate rows", duplicated, Guard::Rows},
+      {"two clusters per class", twoClusters, Guard::Rows},
+  };
+  LocalReducer reducer;
+  for (const auto& c : cases) {
+    const auto rows = c.rows.to(torch::kFloat32);  // as the trainer hands them over
+    for (double sigma2 : {0.1, 0.01}) {
+      InformationBoundsOptions options;
+      options.sigma2 = sigma2;
+      const auto mixed = informationBounds(rows, labels, options, reducer);
+      options.fp64 = true;
+      const auto exact = informationBounds(rows, labels, options, reducer);
+      const double got[] = {mixed.xUpper, mixed.xLower, mixed.yUpper, mixed.yLower};
+      const double want[] = {exact.xUpper, exact.xLower, exact.yUpper, exact.yLower};
+      for (int q = 0; q < 4; ++q) {
+        EXPECT_NEAR(got[q], want[q], 1e-6 * std::abs(want[q]) + 1e-9)
+            << c.name << " sigma2 " << sigma2 << " bound " << q;
+      }
+      EXPECT_EQ(exact.fp64FallbackClasses + exact.fp64FallbackRows, 0);
+      if (c.guard == Guard::Rows) {
+        EXPECT_GT(mixed.fp64FallbackRows, 0) << c.name << " sigma2 " << sigma2;
+      }
+      if (c.guard == Guard::None) {  // the fast path did the work
+        EXPECT_EQ(mixed.fp64FallbackClasses, 0) << c.name << " sigma2 " << sigma2;
+        EXPECT_LT(mixed.fp64FallbackRows, n / 10) << c.name << " sigma2 " << sigma2;
+      }
+    }
+  }
+}
+
+// The second guard: with the per-row estimate switched off, the sampled fp64 rows of classes made
+// of two far clusters disagree, and those classes are redone in fp64 entirely.
+TEST(InformationBounds, SampledCheckRedoesClassesTheEstimateMisses) {
+  const auto gen = at::make_generator<at::CPUGeneratorImpl>(31);
+  const int64_t n = 900, m = 32, k = 3;
+  const auto labels = std::get<0>(torch::randint(0, k, {n}, gen, torch::kInt64).sort());
+  const auto half = torch::randint(0, 2, {n, 1}, gen, torch::kInt64).to(torch::kFloat64);
+  auto rows = torch::randn({k, m}, gen, torch::kFloat64).index_select(0, labels) * 5 + half * 40 +
+              torch::randn({n, m}, gen, torch::kFloat64) * 0.05;
+  detail::ClassSortedRows sorted;
+  sorted.rows = rows.to(torch::kFloat32).to(torch::kFloat64);
+  sorted.rows -= sorted.rows.mean(0, true);
+  std::vector<std::pair<int64_t, int64_t>> mine;
+  for (int64_t c = 0, start = 0; c < k; ++c) {
+    const int64_t count = labels.eq(c).sum().item<int64_t>();
+    sorted.start.push_back(start);
+    sorted.count.push_back(count);
+    mine.emplace_back(start, count);
+    start += count;
+  }
+  detail::KernelLogSumsOptions options;
+  options.rowTolerance = std::numeric_limits<double>::infinity();
+  const auto checked = detail::kernelLogSums(sorted, mine, options);
+  options.sampleTolerance = std::numeric_limits<double>::infinity();
+  const auto unchecked = detail::kernelLogSums(sorted, mine, options);
+  options.precision = detail::KernelPrecision::Fp64;
+  const auto exact = detail::kernelLogSums(sorted, mine, options);
+  EXPECT_EQ(checked.fallbackClasses, k);
+  EXPECT_EQ(checked.fp64Rows, 0);
+  double uncheckedError = 0.0;
+  for (int e = 0; e < 2; ++e) {
+    for (int64_t c = 0; c <= k; ++c) {
+      EXPECT_NEAR(checked.sums[e][c], exact.sums[e][c], 1e-9 * std::abs(exact.sums[e][c]) + 1e-12);
+      uncheckedError = std::max(uncheckedError, std::abs(unchecked.sums[e][c] - exact.sums[e][c]));
+    }
+  }
+  EXPECT_GT(uncheckedError, 1e-3);  // without both guards the fp32 path is visibly off here
 }
 
 TEST(InformationBounds, MetricKeysAndBits) {

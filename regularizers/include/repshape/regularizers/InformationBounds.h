@@ -22,6 +22,8 @@ struct MiBounds {
   double yUpper = 0.0;  // nats; not ordered with yLower in general
   double yLower = 0.0;
   int64_t rows = 0;     // N over all ranks
+  int64_t fp64FallbackClasses = 0;  // Σ over ranks of classes the mixed path redid in fp64
+  int64_t fp64FallbackRows = 0;     // rows the mixed path redid in fp64 on their error estimate
   double sigma2 = 0.1;
 
   // mi_x_upper, mi_x_lower, mi_y_upper, mi_y_lower in nats, then the same with a `_bits` suffix.
@@ -32,11 +34,16 @@ struct InformationBoundsOptions {
   double sigma2 = 0.1;                  // noise variance σ² (> 0)
   int64_t numClasses = 0;               // 0 = global max label + 1
   int64_t blockElements = int64_t{1} << 22;  // entries of one D block ([rows, N] fp64: 32 MiB)
+  // false (default): D from fp32 GEMMs on rows re-centred per class, exponentials in fp32, sums in
+  // fp64; rows whose estimated error is over 5e-8 nats are redone in fp64, and a sampled fp64
+  // check per class redoes a class whose rows disagree (detail/KernelLogSums.h). true: everything
+  // in fp64 (the reference).
+  bool fp64 = false;
 };
 
 // localRows: [n_local, ...] any floating dtype (flattened to [n_local, M]); localLabels: [n_local]
 // int64 in [0, numClasses). Equal to the single-process value on the concatenated rows whatever
-// the number of ranks (fp64 throughout; up to summation order).
+// the number of ranks (up to summation order, and per-row fp64 fallbacks of the mixed path).
 MiBounds informationBounds(const torch::Tensor& localRows, const torch::Tensor& localLabels,
                            const InformationBoundsOptions& options, Reducer& reducer);
 
