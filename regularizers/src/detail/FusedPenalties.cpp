@@ -200,7 +200,44 @@ class VariancePenaltyFn : public torch::autograd::Function<VariancePenaltyFn> {
   }
 };
 
+template <typename T>
+double normOf(const Tensor& w, bool l1) {
+  const T* p = w.data_ptr<T>();
+  double total = 0.0;
+  for (int64_t i = 0, n = w.numel(); i < n; ++i) {
+    const double v = static_cast<double>(p[i]);
+    total += l1 ? std::abs(v) : v * v;
+  }
+  return total;
+}
+
+class WeightNormFn : public torch::autograd::Function<WeightNormFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, Tensor weight, bool l1) {
+    const Tensor w = weight.contiguous();
+    const double total = w.scalar_type() == torch::kFloat64 ? normOf<double>(w, l1) : normOf<float>(w, l1);
+    ctx->save_for_backward({weight});
+    ctx->saved_data["l1"] = l1;
+    return torch::scalar_tensor(total, weight.options().dtype(torch::kFloat64));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor w = ctx->get_saved_variables()[0];
+    const double g = grads[0].item<double>();
+    // d|w|/dw = sign(w), 0 at 0 (as torch.abs); dw²/dw = 2w.
+    const Tensor dw = ctx->saved_data["l1"].toBool() ? w.sign().mul_(g) : w.mul(2.0 * g);
+    return {dw, Tensor()};
+  }
+};
+
 }  // namespace
+
+Tensor fusedWeightNorm(const Tensor& weight, bool l1) {
+  if (!weight.defined() || !weight.is_cpu() ||
+      (weight.scalar_type() != torch::kFloat32 && weight.scalar_type() != torch::kFloat64))
+    return Tensor();
+  return WeightNormFn::apply(weight, l1);
+}
 
 bool canFuse(const Tensor& counts, const Tensor& sums, const Tensor& second) {
   for (const Tensor* t : {&counts, &sums, &second})
