@@ -3,9 +3,14 @@
 // K = 10), measured side by side (baseline and penalised steps interleaved, medians), and the
 // penalty alone at N = 500, M = 512, K = 100. Not a test: run by hand (or tests/bench/run-all.sh),
 //   build/tests/bench/bench_penalties [--iters 300] [--batch 100] [--only "cw-cr,rr exact"] [--no-wide]
+// Under callgrind (load-independent instruction counts: the machine is shared), --callgrind dumps
+// one profile per phase (base-<case>, pen-<case>; the step's Ir is the dump's total / iters):
+//   valgrind --tool=callgrind --collect-atstart=no build/tests/bench/bench_penalties --callgrind
+//     --iters 20 --no-wide --only cw-cr        (one command line)
 #include <repshape/regularizers/Regularizers.h>
 
 #include <torch/torch.h>
+#include <valgrind/callgrind.h>
 
 #include <algorithm>
 #include <chrono>
@@ -90,13 +95,14 @@ int main(int argc, char** argv) {
   int iters = 300;
   int64_t batchSize = 100;
   std::string only;
-  bool wideCase = true;
+  bool wideCase = true, callgrind = false;
   for (int i = 1; i < argc; ++i) {
     const bool hasValue = i + 1 < argc;
     if (std::strcmp(argv[i], "--iters") == 0 && hasValue) iters = std::atoi(argv[++i]);
     else if (std::strcmp(argv[i], "--batch") == 0 && hasValue) batchSize = std::atoll(argv[++i]);
     else if (std::strcmp(argv[i], "--only") == 0 && hasValue) only = "," + std::string(argv[++i]) + ",";
     else if (std::strcmp(argv[i], "--no-wide") == 0) wideCase = false;
+    else if (std::strcmp(argv[i], "--callgrind") == 0) callgrind = true;
     else {
       std::fprintf(stderr, "bench_penalties: unknown option %s\n", argv[i]);
       return 2;
@@ -176,6 +182,21 @@ int main(int argc, char** argv) {
     const reg::PenaltySet set({c.spec}, 10);
     for (int i = 0; i < 10; ++i) step(&set);
     std::vector<double> base, pen;
+    if (callgrind) {  // not interleaved: one dump per phase
+      std::string label = c.label;
+      std::replace(label.begin(), label.end(), ' ', '_');
+      CALLGRIND_TOGGLE_COLLECT;
+      for (int i = 0; i < iters; ++i) step(nullptr);
+      CALLGRIND_TOGGLE_COLLECT;
+      CALLGRIND_DUMP_STATS_AT(("base-" + label).c_str());
+      CALLGRIND_TOGGLE_COLLECT;
+      for (int i = 0; i < iters; ++i) step(&set);
+      CALLGRIND_TOGGLE_COLLECT;
+      CALLGRIND_DUMP_STATS_AT(("pen-" + label).c_str());
+      std::printf("%-14s dumped base-%s and pen-%s (%d steps each)\n", c.label.c_str(), label.c_str(), label.c_str(),
+                  iters);
+      continue;
+    }
     for (int i = 0; i < iters; ++i) {
       base.push_back(step(nullptr));
       pen.push_back(step(&set));

@@ -34,10 +34,10 @@ best() { sort -g -r | head -1; }  # best samples/s of the rounds
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 section "1. Penalty cost vs the Choi MNIST MLP step (target: <= 1.10; cw-cr, cw-rr <= 1.20)"
-echo "$ $build/tests/bench/bench_penalties --iters 150"
-"$build/tests/bench/bench_penalties" --iters 150
-echo "$ $build/tests/bench/bench_penalties --batch 512 --only 'rr exact,lmulti' --iters 60   (target <= 1.30)"
-"$build/tests/bench/bench_penalties" --batch 512 --only "rr exact,lmulti" --iters 60
+echo "$ $build/tests/bench/bench_penalties --iters 150 --no-wide"
+"$build/tests/bench/bench_penalties" --iters 150 --no-wide
+echo "$ $build/tests/bench/bench_penalties --batch 512 --only 'rr exact,lmulti' --iters 60 --no-wide   (target <= 1.30)"
+"$build/tests/bench/bench_penalties" --batch 512 --only "rr exact,lmulti" --iters 60 --no-wide
 
 section "2. Two ranks vs one, MLP + cw-cr on h5 (target: W2/W1 >= 1.6, repshape W2 / Python DDP W2 >= 2)"
 for batch in 100 500; do
