@@ -3,6 +3,7 @@
 # load average at that moment. Side by side: the compared runs alternate, REPEAT rounds, best of
 # each (the machine is shared: best-of is the least disturbed run). Figures: tests/bench/README.md.
 # Usage: tests/bench/run-all.sh BUILD [REPEAT]        (REPEAT default 3; ~15 min on 2 idle cores)
+#        SECTIONS="3 4" tests/bench/run-all.sh BUILD   runs only those sections (default: 1 2 3 4 5)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/../.." && pwd)
 build=${1:?usage: run-all.sh BUILD [REPEAT]}; repeat=${2:-3}
@@ -14,6 +15,7 @@ export OPENBLAS_NUM_THREADS=1  # Python: torch.set_num_threads(1) does not reach
 py=/usr/bin/python3
 load() { sed 's/.*load average: //' /proc/loadavg 2>/dev/null || uptime; }
 section() { printf '\n== %s   [load %s]\n' "$1" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+want() { [[ " ${SECTIONS:-1 2 3 4 5} " == *" $1 "* ]]; }
 mlp=(--set data.source=fashion-mnist --set data.train_size=10000 --set data.validation_size=0)
 
 # repshape train → samples/s of the last log window (warm-up excluded), stats bytes and comm s.
@@ -33,12 +35,15 @@ print(r["samples_per_s"], r.get("stats_bytes",0), r.get("stats_comm_s",0), r.get
 best() { sort -g -r | head -1; }  # best samples/s of the rounds
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
+if want 1; then
 section "1. Penalty cost vs the Choi MNIST MLP step (target: <= 1.10; cw-cr, cw-rr <= 1.20)"
 echo "$ $build/tests/bench/bench_penalties --iters 150 --no-wide"
 "$build/tests/bench/bench_penalties" --iters 150 --no-wide
 echo "$ $build/tests/bench/bench_penalties --batch 512 --only 'rr exact,lmulti' --iters 60 --no-wide   (target <= 1.30)"
 "$build/tests/bench/bench_penalties" --batch 512 --only "rr exact,lmulti" --iters 60 --no-wide
+fi
 
+if want 2; then
 section "2. Two ranks vs one, MLP + cw-cr on h5 (target: W2/W1 >= 1.6, repshape W2 / Python DDP W2 >= 2)"
 for batch in 100 500; do
   steps=$((batch == 100 ? 600 : 200))
@@ -58,21 +63,25 @@ for batch in 100 500; do
   printf '  repshape W=2 / python DDP W=2: %s\n' "$(ratio "$r2" "$p2")"
   echo "  $ $py $here/ddp_reference.py 2 $batch $steps"
 done
+fi
 
+if want 3; then
 section "3. Statistics path per layer at W=2: packed sums vs gathered rows (both exact)"
 for batch in 100 500; do
   steps=$((batch == 100 ? 600 : 200))
-  : > "$out/packed"; : > "$out/gather"
+  : > "$out/res-packed"; : > "$out/res-gather"
   for _ in $(seq "$repeat"); do
-    REPSHAPE_STATS_PATH=packed train_rate packed 2 $batch $steps >> "$out/packed"
-    REPSHAPE_STATS_PATH=gather train_rate gather 2 $batch $steps >> "$out/gather"
+    REPSHAPE_STATS_PATH=packed train_rate packed 2 $batch $steps >> "$out/res-packed"
+    REPSHAPE_STATS_PATH=gather train_rate gather 2 $batch $steps >> "$out/res-gather"
   done
   for path in packed gather; do
-    sort -g -r "$out/$path" | head -1 | awk -v p=$path -v b=$batch '{ printf "  batch %d %-6s %8.0f samples/s  %9d stats bytes/step  stats all-reduce %.3f ms/step\n", b, p, $1, $2, $3 * 1e3 }'
+    sort -g -r "$out/res-$path" | head -1 | awk -v p=$path -v b=$batch '{ printf "  batch %d %-6s %8.0f samples/s  %9d stats bytes/step  stats all-reduce %.3f ms/step\n", b, p, $1, $2, $3 * 1e3 }'
   done
 done
 echo "  (auto picks the smaller: cw-cr M=100, K=10: packed 8*(K(1+M+M^2)+1) = $((8 * (10 * (1 + 100 + 10000) + 1))) B vs gather 4*N*(M+1))"
+fi
 
+if want 4; then
 section "4. Plain step vs the GEMM floor (target: repshape >= 0.8 of the floor)"
 : > "$out/floor"; : > "$out/plain"; : > "$out/python"
 for _ in $(seq "$repeat"); do
@@ -84,7 +93,9 @@ f=$(best < "$out/floor"); p=$(best < "$out/plain"); y=$(best < "$out/python")
 printf '  GEMM floor %8.0f   repshape %8.0f (%s of floor)   python %8.0f (%s of floor)   repshape/python %s\n' \
   "$f" "$p" "$(ratio "$p" "$f")" "$y" "$(ratio "$y" "$f")" "$(ratio "$p" "$y")"
 echo "  $ $build/tests/bench/bench_gemm_floor --batch 100 --steps 3000; $py $here/train_reference.py 2000 10000"
+fi
 
+if want 5; then
 section "5. Threads: ranks x threads vs cores ($(nproc) cores), plain MLP, global batch 100"
 for cfg in "1 1" "1 2" "2 1" "2 2"; do
   set -- $cfg
@@ -92,6 +103,7 @@ for cfg in "1 1" "1 2" "2 1" "2 2"; do
   for _ in $(seq "$repeat"); do PLAIN=1 train_rate threads "$1" 100 600 --set train.threads="$2" | cut -d' ' -f1 >> "$out/t"; done
   printf '  ranks %d x threads %d = %d   %8.0f samples/s\n' "$1" "$2" $(($1 * $2)) "$(best < "$out/t")"
 done
+fi
 
 section "commands (repshape runs)"
 sort -u "$out/commands.txt"
