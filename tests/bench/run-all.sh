@@ -83,13 +83,13 @@ fi
 
 if want 4; then
 section "4. Plain step vs the GEMM floor (target: repshape >= 0.8 of the floor)"
-: > "$out/floor"; : > "$out/plain"; : > "$out/python"
+: > "$out/res-floor"; : > "$out/res-plain"; : > "$out/res-python"
 for _ in $(seq "$repeat"); do
-  "$build/tests/bench/bench_gemm_floor" --batch 100 --steps 3000 | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/floor"
-  PLAIN=1 train_rate plain 1 100 2000 | cut -d' ' -f1 >> "$out/plain"
-  $py "$here/train_reference.py" 2000 10000 | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/python"
+  "$build/tests/bench/bench_gemm_floor" --batch 100 --steps 3000 | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/res-floor"
+  PLAIN=1 train_rate plain 1 100 2000 | cut -d' ' -f1 >> "$out/res-plain"
+  $py "$here/train_reference.py" 2000 10000 | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/res-python"
 done
-f=$(best < "$out/floor"); p=$(best < "$out/plain"); y=$(best < "$out/python")
+f=$(best < "$out/res-floor"); p=$(best < "$out/res-plain"); y=$(best < "$out/res-python")
 printf '  GEMM floor %8.0f   repshape %8.0f (%s of floor)   python %8.0f (%s of floor)   repshape/python %s\n' \
   "$f" "$p" "$(ratio "$p" "$f")" "$y" "$(ratio "$y" "$f")" "$(ratio "$p" "$y")"
 echo "  $ $build/tests/bench/bench_gemm_floor --batch 100 --steps 3000; $py $here/train_reference.py 2000 10000"
@@ -99,9 +99,9 @@ if want 5; then
 section "5. Threads: ranks x threads vs cores ($(nproc) cores), plain MLP, global batch 100"
 for cfg in "1 1" "1 2" "2 1" "2 2"; do
   set -- $cfg
-  : > "$out/t"
-  for _ in $(seq "$repeat"); do PLAIN=1 train_rate threads "$1" 100 600 --set train.threads="$2" | cut -d' ' -f1 >> "$out/t"; done
-  printf '  ranks %d x threads %d = %d   %8.0f samples/s\n' "$1" "$2" $(($1 * $2)) "$(best < "$out/t")"
+  : > "$out/res-t"
+  for _ in $(seq "$repeat"); do PLAIN=1 train_rate threads "$1" 100 600 --set train.threads="$2" | cut -d' ' -f1 >> "$out/res-t"; done
+  printf '  ranks %d x threads %d = %d   %8.0f samples/s\n' "$1" "$2" $(($1 * $2)) "$(best < "$out/res-t")"
 done
 fi
 
