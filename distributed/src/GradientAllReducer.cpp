@@ -1,8 +1,20 @@
 #include <repshape/distributed/Communicator.h>
 
 #include <utility>
+#include <vector>
 
 namespace repshape::dist {
+
+namespace {
+
+// flat[offset, offset + numel) shaped like `param`, sharing flat's storage but without autograd
+// view metadata: the optimizers' zero_grad() calls detach_() on grads, which autograd refuses on views.
+torch::Tensor aliasOf(const torch::Tensor& flat, std::int64_t offset, const torch::Tensor& param) {
+  const torch::Tensor view = flat.narrow(0, offset, param.numel()).view(param.sizes());
+  return torch::empty({0}, flat.options()).set_(flat.storage(), view.storage_offset(), view.sizes(), view.strides());
+}
+
+}  // namespace
 
 GradientAllReducer::GradientAllReducer(Communicator& comm, std::vector<torch::Tensor> parameters,
                                        GradientAllReducerOptions options)
@@ -45,40 +57,61 @@ void GradientAllReducer::allReduce() {
         if (p.grad().defined()) p.mutable_grad().mul_(options_.scale);
     return;
   }
-  for (const Bucket& bucket : buckets_) {
+  for (Bucket& bucket : buckets_) {
     const torch::Tensor& first = parameters_[bucket.params.front()];
     const auto numParams = static_cast<std::int64_t>(bucket.params.size());
+    // Gradients live in the buffer only where it is on the parameters' device (not for CUDA
+    // parameters over a CPU communicator): there, stage through a fresh buffer each call.
+    const bool inPlace = first.device() == comm_.device() && first.is_contiguous();
+    if (!bucket.flat.defined() || !inPlace) bucket.flat = torch::zeros({bucket.numel + numParams}, first.options());
+    torch::Tensor flat = bucket.flat;
     // [numel grads | one "grad defined" flag per parameter]; flags are exact in fp32 up to 2^24
     // ranks.
-    torch::Tensor flat = torch::zeros({bucket.numel + numParams}, first.options());
     torch::Tensor flags = flat.narrow(0, bucket.numel, numParams);
+    std::vector<char> defined(static_cast<std::size_t>(numParams), 0);
     std::int64_t offset = 0;
+    bool allDefined = true;
     for (std::int64_t j = 0; j < numParams; ++j) {
-      const torch::Tensor& p = parameters_[bucket.params[j]];
-      const torch::Tensor& grad = p.grad();
-      if (grad.defined()) {
-        TORCH_CHECK(!grad.is_sparse(), "GradientAllReducer: sparse gradient of parameter #",
-                    bucket.params[j], " is not supported");
-        flat.narrow(0, offset, p.numel()).copy_(grad.reshape({-1}));
-        flags[j].fill_(1);
-      }
+      torch::Tensor& p = parameters_[bucket.params[j]];
+      torch::Tensor slot = flat.narrow(0, offset, p.numel());
       offset += p.numel();
+      const torch::Tensor& grad = p.grad();
+      if (!grad.defined()) {
+        slot.zero_();
+        allDefined = false;
+        continue;
+      }
+      TORCH_CHECK(!grad.is_sparse(), "GradientAllReducer: sparse gradient of parameter #", bucket.params[j],
+                  " is not supported");
+      defined[static_cast<std::size_t>(j)] = 1;
+      if (grad.data_ptr() == slot.data_ptr() && grad.is_contiguous()) continue;  // already in the buffer
+      slot.copy_(grad.reshape({-1}));
+      // Later steps accumulate into the buffer.
+      if (inPlace && p.is_contiguous()) p.mutable_grad() = aliasOf(flat, offset - p.numel(), p);
     }
-    torch::Tensor onDevice = comm_.size() == 1 ? flat : flat.to(comm_.device());
+    if (allDefined) {
+      flags.fill_(1);
+    } else {
+      flags.zero_();
+      for (std::int64_t j = 0; j < numParams; ++j)
+        if (defined[static_cast<std::size_t>(j)]) flags[j].fill_(1);
+    }
+    torch::Tensor onDevice = inPlace ? flat : flat.to(comm_.device());
     comm_.allReduce(onDevice, ReduceOp::Sum, bucket.what.c_str());
     if (options_.scale != 1.0) onDevice.narrow(0, 0, bucket.numel).mul_(options_.scale);
-    flat = onDevice.to(first.device());
+    if (!inPlace) flat = onDevice.to(first.device());
     flags = flat.narrow(0, bucket.numel, numParams);
     const torch::Tensor definedSomewhere = flags.gt(0).cpu();  // [numParams] bool
+    const bool* somewhere = definedSomewhere.data_ptr<bool>();
     offset = 0;
     for (std::int64_t j = 0; j < numParams; ++j) {
       torch::Tensor& p = parameters_[bucket.params[j]];
       const torch::Tensor summed = flat.narrow(0, offset, p.numel()).view(p.sizes());
       offset += p.numel();
       if (p.grad().defined()) {
-        p.mutable_grad().copy_(summed);
-      } else if (definedSomewhere[j].item<bool>()) {
-        p.mutable_grad() = summed.clone();
+        if (p.grad().data_ptr() != summed.data_ptr()) p.mutable_grad().copy_(summed);
+      } else if (somewhere[j]) {
+        p.mutable_grad() = inPlace && p.is_contiguous() ? aliasOf(flat, offset - p.numel(), p) : summed.clone();
       }
     }
   }

@@ -2,10 +2,12 @@
 // MAX, a row gather per lmulti target, and the parameter penalties (SPEC §2, §4).
 #include <repshape/regularizers/Regularizers.h>
 
+#include "detail/FusedPenalties.h"
 #include "detail/Penalties.h"
 #include "detail/Statistics.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 
 namespace repshape::reg {
@@ -35,13 +37,31 @@ struct LayerPlan {
   detail::StatsNeeds needs;
   detail::StatsLayout layout;
   Tensor z;  // [n, M]
+  bool gather = false;
   detail::LayerStats stats;
 };
+
+StatisticsPath pathFromEnvironment() {
+  const char* text = std::getenv("REPSHAPE_STATS_PATH");
+  const std::string value = text ? text : "auto";
+  if (value == "auto" || value.empty()) return StatisticsPath::kAuto;
+  if (value == "packed") return StatisticsPath::kPacked;
+  if (value == "gather") return StatisticsPath::kGather;
+  throw std::invalid_argument("REPSHAPE_STATS_PATH='" + value + "': expected auto, packed or gather");
+}
+
+// Bytes one rank contributes per step on each path (SPEC §4 volumes): packed fp64 sums vs the
+// layer's columns of the global rows (its own, a label column, the probability columns).
+bool gatherIsCheaper(const detail::StatsLayout& layout, int64_t globalRows, int64_t elementSize) {
+  const int64_t packed = 8 * (layout.sumSize() + layout.maxSize());
+  const int64_t cols = layout.width() + (layout.has(detail::StatsLayout::kClassCount) ? 1 : 0) + layout.probs();
+  return elementSize * globalRows * cols < packed;
+}
 
 }  // namespace
 
 PenaltySet::PenaltySet(std::vector<PenaltySpec> specs, int numClasses)
-    : specs_(std::move(specs)), numClasses_(numClasses) {
+    : specs_(std::move(specs)), numClasses_(numClasses), path_(pathFromEnvironment()) {
   for (const auto& spec : specs_) {
     validate(spec);
     const PenaltyKind kind = detail::penaltyKind(spec.name);
@@ -73,7 +93,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
   auto planOf = [&](const std::string& layer) -> LayerPlan& {
     for (auto& p : plans)
       if (p.name == layer) return p;
-    plans.push_back(LayerPlan{layer, {}, {}, {}, {}});
+    plans.push_back(LayerPlan{layer, {}, {}, {}, false, {}});
     return plans.back();
   };
   for (const auto& spec : specs_) {
@@ -82,34 +102,80 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     for (const auto& t : spec.targets) planOf(t).needs.merge(detail::statsNeeds(kind, spec.method));
   }
 
-  // 2. Local sums of every layer, packed: one SUM and at most one MAX collective for all layers.
-  std::vector<Tensor> sumParts, maxParts;
+  // 2. The path of each layer; gathered layers ride in one row gather: [z_1 | … | probs | label].
+  const bool multiRank = reducer.worldSize() > 1;
+  bool anyGather = false, gatherLabels = false;
+  int64_t gatherProbs = 0;
+  auto rowType = torch::kFloat32;  // fp16/bf16 rows travel as fp32; fp64 stays fp64
   for (auto& plan : plans) {
     plan.z = asRows(findNamed(batch.activations, plan.name, "activations"));
     const int64_t probs = plan.needs.cross ? batch.probabilities.size(1) : 0;
     if (plan.needs.anyClass()) TORCH_CHECK(batch.labels.defined(), "penalties: class-wise penalties need labels");
     plan.layout = detail::StatsLayout(plan.needs, plan.z.size(1), numClasses_, probs);
+    const int64_t elementSize = plan.z.scalar_type() == torch::kFloat64 ? 8 : 4;
+    plan.gather = multiRank && (path_ == StatisticsPath::kGather ||
+                                (path_ == StatisticsPath::kAuto && batch.globalRows > 0 &&
+                                 gatherIsCheaper(plan.layout, batch.globalRows, elementSize)));
+    if (!plan.gather) continue;
+    anyGather = true;
+    gatherLabels |= plan.needs.anyClass();
+    gatherProbs = std::max(gatherProbs, probs);
+    if (plan.z.scalar_type() == torch::kFloat64) rowType = torch::kFloat64;
+  }
+  Tensor allLabels, allProbs;
+  if (anyGather) {
+    std::vector<Tensor> columns;
+    for (const auto& plan : plans)
+      if (plan.gather) columns.push_back(plan.z.to(rowType));
+    if (gatherProbs > 0) columns.push_back(batch.probabilities.to(rowType));
+    // Labels as one column: exact in fp32 below 2^24 classes.
+    if (gatherLabels) columns.push_back(batch.labels.to(rowType).unsqueeze(1));
+    const Tensor gathered = reducer.gatherRows(torch::cat(columns, 1));
+    int64_t column = 0;
+    for (auto& plan : plans)
+      if (plan.gather) {
+        plan.z = gathered.narrow(1, column, plan.layout.width());  // [N, M], all ranks' rows
+        column += plan.layout.width();
+      }
+    if (gatherProbs > 0) allProbs = gathered.narrow(1, column, gatherProbs);
+    column += gatherProbs;
+    if (gatherLabels) allLabels = gathered.select(1, column).detach().round().to(torch::kLong);
+  }
+
+  // 3. Local sums of every packed layer: one SUM and at most one MAX collective for all of them;
+  // a gathered layer's sums over all rows are already global.
+  std::vector<Tensor> sumParts, maxParts;
+  std::vector<int64_t> sumSizes, maxSizes;
+  int64_t maxSize = 0;
+  for (auto& plan : plans) {
+    if (plan.gather) {
+      const Tensor labels = plan.needs.anyClass() ? allLabels : Tensor();
+      const Tensor probs = plan.needs.cross ? allProbs.narrow(1, 0, plan.layout.probs()) : Tensor();
+      auto [sumPart, maxPart] = detail::localStatistics(plan.z, labels, probs, plan.layout);
+      plan.stats = detail::unpackStatistics(sumPart, maxPart, plan.layout);
+      continue;
+    }
     auto [sumPart, maxPart] = detail::localStatistics(plan.z, batch.labels, batch.probabilities, plan.layout);
     sumParts.push_back(sumPart);
     maxParts.push_back(maxPart);
+    sumSizes.push_back(plan.layout.sumSize());
+    maxSizes.push_back(plan.layout.maxSize());
+    maxSize += plan.layout.maxSize();
   }
-  if (!plans.empty()) {
+  if (!sumParts.empty()) {
     const Tensor sums = reducer.sum(sumParts.size() == 1 ? sumParts[0] : torch::cat(sumParts));
-    int64_t maxSize = 0;
-    for (const auto& p : plans) maxSize += p.layout.maxSize();
     const Tensor maxes = maxSize == 0 ? Tensor() : reducer.max(maxParts.size() == 1 ? maxParts[0] : torch::cat(maxParts));
-    std::vector<int64_t> sumSizes, maxSizes;
-    for (const auto& plan : plans) {
-      sumSizes.push_back(plan.layout.sumSize());
-      maxSizes.push_back(plan.layout.maxSize());
-    }
     const auto sumByLayer = sums.split_with_sizes(sumSizes);
-    const auto maxByLayer = maxSize == 0 ? std::vector<Tensor>(plans.size()) : maxes.split_with_sizes(maxSizes);
-    for (std::size_t i = 0; i < plans.size(); ++i)
-      plans[i].stats = detail::unpackStatistics(sumByLayer[i], maxByLayer[i], plans[i].layout);
+    const auto maxByLayer = maxSize == 0 ? std::vector<Tensor>(sumParts.size()) : maxes.split_with_sizes(maxSizes);
+    std::size_t i = 0;
+    for (auto& plan : plans)
+      if (!plan.gather) {
+        plan.stats = detail::unpackStatistics(sumByLayer[i], maxByLayer[i], plan.layout);
+        ++i;
+      }
   }
 
-  // 3. Values, in spec order and target order.
+  // 4. Values, in spec order and target order.
   std::vector<PenaltyValue> values;
   for (const auto& spec : specs_) {
     const PenaltyKind kind = detail::penaltyKind(spec.name);
@@ -121,7 +187,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
       for (const auto& t : spec.targets) {
         const LayerPlan& plan = planOf(t);
         emit(t, detail::statisticsPenalty(kind, spec, plan.stats, plan.layout.width(), numClasses_),
-             plan.z.scalar_type());
+             findNamed(batch.activations, t, "activations").scalar_type());
       }
     } else if (detail::usesPairs(kind)) {
       for (const auto& t : spec.targets) {
@@ -147,6 +213,8 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
       }
     } else {  // l1w, l2w
       auto norm = [&](const Tensor& w) {
+        const Tensor fused = detail::fusedWeightNorm(w, kind == PenaltyKind::kL1w);
+        if (fused.defined()) return fused;
         const Tensor w64 = w.to(torch::kFloat64);
         return kind == PenaltyKind::kL1w ? w64.abs().sum() : w64.square().sum();
       };

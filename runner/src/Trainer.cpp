@@ -2,6 +2,7 @@
 
 #include "Checkpoint.h"
 #include "CommReducer.h"
+#include "FusedAdam.h"
 #include "Objective.h"
 #include "OutputFiles.h"
 #include "StopSignals.h"
@@ -29,7 +30,7 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimConfig& c, std
   if (c.name == "rmsprop")
     return std::make_unique<torch::optim::RMSprop>(
         params, torch::optim::RMSpropOptions(c.lr).alpha(c.alpha).eps(c.eps).momentum(c.momentum).weight_decay(c.weightDecay));
-  return std::make_unique<torch::optim::Adam>(
+  return std::make_unique<FusedAdam>(
       params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weightDecay));
 }
 
@@ -202,6 +203,7 @@ RunReport Trainer::run(const RunOptions& options) {
       for (std::size_t i = 0; i < penalties_.activationTargets().size(); ++i)
         penaltyBatch.activations.emplace_back(captureLayers_[i], captured[i]);
       penaltyBatch.labels = y;
+      penaltyBatch.globalRows = globalRows;  // the per-layer path choice (StatisticsPath)
       if (penalties_.needsProbabilities()) penaltyBatch.probabilities = classProbabilities(config_.train.objective, logits);
       penaltyBatch.weights = network_->weightMatrices();
       values = penalties_.compute(penaltyBatch, reducer);

@@ -1,11 +1,16 @@
 // bench_penalties: cost of each penalty (forward + backward) relative to one training step of the
 // Choi MNIST MLP (784 → 6×100 ReLU → 10, batch 100, Adam, one thread, penalty on hidden layer 5,
 // K = 10), measured side by side (baseline and penalised steps interleaved, medians), and the
-// penalty alone at N = 500, M = 512, K = 100. Not a test: run by hand,
-//   build/tests/bench/bench_penalties [--iters 300]
+// penalty alone at N = 500, M = 512, K = 100. Not a test: run by hand (or tests/bench/run-all.sh),
+//   build/tests/bench/bench_penalties [--iters 300] [--batch 100] [--only "cw-cr,rr exact"] [--no-wide]
+// Under callgrind (load-independent instruction counts: the machine is shared), --callgrind dumps
+// one profile per phase (base-<case>, pen-<case>; the step's Ir is the dump's total / iters):
+//   valgrind --tool=callgrind --collect-atstart=no build/tests/bench/bench_penalties --callgrind
+//     --iters 20 --no-wide --only cw-cr        (one command line)
 #include <repshape/regularizers/Regularizers.h>
 
 #include <torch/torch.h>
+#include <valgrind/callgrind.h>
 
 #include <algorithm>
 #include <chrono>
@@ -88,16 +93,29 @@ double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 
 int main(int argc, char** argv) {
   int iters = 300;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], "--iters") == 0) iters = std::atoi(argv[i + 1]);
+  int64_t batchSize = 100;
+  std::string only;
+  bool wideCase = true, callgrind = false;
+  for (int i = 1; i < argc; ++i) {
+    const bool hasValue = i + 1 < argc;
+    if (std::strcmp(argv[i], "--iters") == 0 && hasValue) iters = std::atoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--batch") == 0 && hasValue) batchSize = std::atoll(argv[++i]);
+    else if (std::strcmp(argv[i], "--only") == 0 && hasValue) only = "," + std::string(argv[++i]) + ",";
+    else if (std::strcmp(argv[i], "--no-wide") == 0) wideCase = false;
+    else if (std::strcmp(argv[i], "--callgrind") == 0) callgrind = true;
+    else {
+      std::fprintf(stderr, "bench_penalties: unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
   torch::set_num_threads(1);
   torch::manual_seed(0);
   reg::LocalReducer reducer;
 
   Mlp mlp;
   torch::optim::Adam adam(mlp.parameters, torch::optim::AdamOptions(1e-4));
-  const Tensor x = torch::rand({100, 784});
-  const Tensor y = torch::randint(0, 10, {100}, torch::kLong);
+  const Tensor x = torch::rand({batchSize, 784});
+  const Tensor y = torch::randint(0, 10, {batchSize}, torch::kLong);
   std::vector<std::pair<std::string, Tensor>> weights;
   for (std::size_t i = 0; i < mlp.layers.size(); ++i)
     weights.emplace_back(i + 1 < mlp.layers.size() ? "h" + std::to_string(i + 1) : "out", mlp.layers[i]->weight);
@@ -152,17 +170,33 @@ int main(int argc, char** argv) {
   };
 
   for (int i = 0; i < 30; ++i) step(nullptr);  // warm-up
-  std::printf("Choi MNIST MLP step (784-6x100-10, batch 100, Adam, 1 thread), penalty on h5, K=10; %d interleaved "
+  std::printf("Choi MNIST MLP step (784-6x100-10, batch %lld, Adam, 1 thread), penalty on h5, K=10; %d interleaved "
               "steps per row, medians\n",
-              iters);
+              static_cast<long long>(batchSize), iters);
   std::printf("%-14s %10s %10s %8s | %12s %10s\n", "penalty", "base ms", "pen ms", "ratio", "N500/M512 ms",
               "x MLP step");
   double baseAll = 0;
   std::vector<double> allBase;
   for (const auto& c : cases()) {
+    if (!only.empty() && only.find("," + c.label + ",") == std::string::npos) continue;
     const reg::PenaltySet set({c.spec}, 10);
     for (int i = 0; i < 10; ++i) step(&set);
     std::vector<double> base, pen;
+    if (callgrind) {  // not interleaved: one dump per phase
+      std::string label = c.label;
+      std::replace(label.begin(), label.end(), ' ', '_');
+      CALLGRIND_TOGGLE_COLLECT;
+      for (int i = 0; i < iters; ++i) step(nullptr);
+      CALLGRIND_TOGGLE_COLLECT;
+      CALLGRIND_DUMP_STATS_AT(("base-" + label).c_str());
+      CALLGRIND_TOGGLE_COLLECT;
+      for (int i = 0; i < iters; ++i) step(&set);
+      CALLGRIND_TOGGLE_COLLECT;
+      CALLGRIND_DUMP_STATS_AT(("pen-" + label).c_str());
+      std::printf("%-14s dumped base-%s and pen-%s (%d steps each)\n", c.label.c_str(), label.c_str(), label.c_str(),
+                  iters);
+      continue;
+    }
     for (int i = 0; i < iters; ++i) {
       base.push_back(step(nullptr));
       pen.push_back(step(&set));
@@ -170,7 +204,7 @@ int main(int argc, char** argv) {
     const double b = median(base), p = median(pen);
     allBase.insert(allBase.end(), base.begin(), base.end());
     baseAll = median(allBase);
-    const double w = wide(c.spec);
+    const double w = wideCase ? wide(c.spec) : 0.0;
     std::printf("%-14s %10.3f %10.3f %8.3f | %12.2f %10.2f\n", c.label.c_str(), b * 1e3, p * 1e3, p / b, w * 1e3,
                 w / baseAll);
     std::fflush(stdout);

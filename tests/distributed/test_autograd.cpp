@@ -214,6 +214,28 @@ TEST(GradientAllReducer, SumsBucketsAndKeepsUndefinedGradsConsistent) {
   }
 }
 
+// Gradients live in the bucket buffers after the first call: later backwards accumulate there
+// (an optimizer's zero_grad zeroes them in place, detach_ included) and every call still gives
+// the plain sum of that step, nothing stale.
+TEST(GradientAllReducer, PersistentBuffersSumEveryStep) {
+  Communicator& comm = testComm();
+  const int rank = comm.rank(), size = comm.size();
+  torch::Tensor a = torch::ones({3, 2}).requires_grad_(true), b = torch::ones({4}).requires_grad_(true);
+  torch::optim::SGD sgd({a, b}, torch::optim::SGDOptions(0.1));
+  GradientAllReducer reducer(comm, {a, b});
+  for (int step = 1; step <= 3; ++step) {
+    sgd.zero_grad();
+    ((a * static_cast<double>(rank + step)).sum() + b.square().sum() * static_cast<double>(step)).backward();
+    reducer.allReduce();
+    // d/da = rank + step, summed: size·step + size(size−1)/2; d/db = 2·b·step with b = 1, summed.
+    EXPECT_TRUE(torch::allclose(a.grad(), torch::full({3, 2}, size * step + size * (size - 1) / 2.0))) << "step " << step;
+    EXPECT_TRUE(torch::allclose(b.grad(), torch::full({4}, 2.0 * step * size))) << "step " << step;
+  }
+  if (size > 1) {
+    EXPECT_EQ(a.grad().data_ptr<float>() + a.numel(), b.grad().data_ptr<float>());  // one buffer
+  }
+}
+
 TEST(CommReducer, AdaptsTheDifferentiableCollectives) {
   Communicator& comm = testComm();
   CommReducer reducer(comm, "test.reducer");

@@ -134,16 +134,18 @@ TEST(Penalties, DegenerateInputsGiveFiniteValuesAndGradients) {
 }
 
 // Rows split over simulated ranks (one empty): every rank sees the single-process value and the
-// per-rank gradients, concatenated, are the single-process gradient.
+// per-rank gradients, concatenated, are the single-process gradient — on both statistics paths
+// (packed sums all-reduced, or rows gathered and summed on every rank).
 TEST(Penalties, SimulatedRanksMatchOneProcess) {
   const PenaltyData d = makePenaltyData(5);
   const std::vector<int64_t> rows = {10, 0, 20, 7};
+  for (auto path : {reg::StatisticsPath::kPacked, reg::StatisticsPath::kGather})
   for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
     const Tensor z = d.z.to(dtype), probs = d.probs.to(dtype);
     for (const auto& text : referenceCases()) {
       const reg::PenaltySpec spec = parseCase(text);
       if (onWeights(spec)) continue;  // parameter-only: no collective
-      SCOPED_TRACE(text);
+      SCOPED_TRACE(text + (path == reg::StatisticsPath::kGather ? " (gather)" : " (packed)"));
       const auto single = evaluate(text, z, d.labels, probs, d.w, d.classes);
       FakeRanks ranks(static_cast<int>(rows.size()));
       std::vector<Tensor> zs, ys, ps;
@@ -156,12 +158,12 @@ TEST(Penalties, SimulatedRanksMatchOneProcess) {
       }
       for (int r = 0; r < ranks.worldSize(); ++r) {
         auto rec = ranks.recorder(r);
-        penaltyValue(spec, zs[r], ys[r], ps[r], d.w, d.classes, *rec);
+        penaltyValue(spec, zs[r], ys[r], ps[r], d.w, d.classes, *rec, path);
       }
       std::vector<Tensor> grads;
       for (int r = 0; r < ranks.worldSize(); ++r) {
         auto rep = ranks.replayer(r);
-        const Tensor v = penaltyValue(spec, zs[r], ys[r], ps[r], d.w, d.classes, *rep);
+        const Tensor v = penaltyValue(spec, zs[r], ys[r], ps[r], d.w, d.classes, *rep, path);
         const double tol = dtype == torch::kFloat64 ? 1e-10 : 1e-5;
         EXPECT_NEAR(v.item<double>(), single.value.item<double>(), tol * std::max(1.0, std::abs(single.value.item<double>())))
             << "rank " << r;
@@ -239,6 +241,49 @@ TEST(Penalties, OneSumOneMaxOneGatherPerStep) {
   EXPECT_FALSE(values[0].parameterOnly);
   // cr on b = 16 × cr on a: C scales by 4, cr is quadratic in C.
   EXPECT_NEAR(values[1].value.item<double>(), 16 * values[0].value.item<double>(), 1e-9);
+}
+
+// Issue 12 target 3: per layer, the path with fewer bytes. cw-cr, M = 6, K = 5: packed sums are
+// 8·(1 + K + K·M + K·M²) = 1728 B; gathered rows N·(M + 1 label column)·4 B (fp32) or ·8 B (fp64).
+TEST(Penalties, AutoPathMovesTheFewerBytes) {
+  const PenaltyData d = makePenaltyData(4);
+  ASSERT_EQ(d.classes, 5);
+  ASSERT_EQ(d.z.size(1), 6);
+  reg::PenaltySpec spec;
+  spec.name = "cw-cr";
+  spec.targets = {"z"};
+  struct Case {
+    int world;
+    int64_t globalRows;
+    torch::ScalarType dtype;
+    reg::StatisticsPath path;
+    bool gathers;
+  };
+  const std::vector<Case> cases = {
+      {2, 37, torch::kFloat32, reg::StatisticsPath::kAuto, true},     // 37·7·4 = 1036 < 1728
+      {2, 37, torch::kFloat64, reg::StatisticsPath::kAuto, false},    // 37·7·8 = 2072 > 1728
+      {2, 70, torch::kFloat32, reg::StatisticsPath::kAuto, false},    // 70·7·4 = 1960 > 1728
+      {2, 0, torch::kFloat32, reg::StatisticsPath::kAuto, false},     // N unknown: packed
+      {1, 37, torch::kFloat32, reg::StatisticsPath::kAuto, false},    // one rank: nothing moves
+      {2, 70, torch::kFloat32, reg::StatisticsPath::kGather, true},   // forced
+      {2, 37, torch::kFloat32, reg::StatisticsPath::kPacked, false}};  // forced
+  for (const auto& c : cases) {
+    SCOPED_TRACE("world " + std::to_string(c.world) + ", N " + std::to_string(c.globalRows));
+    reg::PenaltyBatch batch;
+    batch.activations = {{"z", d.z.to(c.dtype)}};
+    batch.labels = d.labels;
+    batch.globalRows = c.globalRows;
+    CountingReducer counting;
+    counting.world = c.world;
+    reg::PenaltySet set({spec}, d.classes);
+    set.setStatisticsPath(c.path);
+    const double value = set.compute(batch, counting).at(0).value.item<double>();
+    EXPECT_EQ(counting.gathers, c.gathers ? 1 : 0);
+    EXPECT_EQ(counting.sums, c.gathers ? 0 : 1);
+    // Either way one process's value (the counting reducer moves nothing).
+    const double reference = evaluate("cw-cr", d.z, d.labels, d.probs, d.w, d.classes).value.item<double>();
+    EXPECT_NEAR(value, reference, 1e-4 * std::abs(reference));
+  }
 }
 
 TEST(Penalties, OnlyNeededSumsArePacked) {

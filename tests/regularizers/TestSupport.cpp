@@ -102,13 +102,14 @@ std::map<std::string, double> readReferenceValues(const std::string& dir) {
 }
 
 Tensor penaltyValue(const reg::PenaltySpec& spec, const Tensor& z, const Tensor& labels, const Tensor& probs,
-                    const Tensor& w, int classes, reg::Reducer& reducer) {
+                    const Tensor& w, int classes, reg::Reducer& reducer, reg::StatisticsPath path) {
   reg::PenaltyBatch batch;
   batch.activations = {{"z", z}};
   batch.labels = labels;
   batch.probabilities = probs;
   batch.weights = {{"w", w}};
-  const reg::PenaltySet set({spec}, classes);
+  reg::PenaltySet set({spec}, classes);
+  set.setStatisticsPath(path);
   return set.compute(batch, reducer).at(0).value;
 }
 

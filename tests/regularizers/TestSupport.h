@@ -40,7 +40,8 @@ std::string fileStem(const std::string& spec);
 
 // Ω of one spec on (z or w) through PenaltySet with the given reducer.
 torch::Tensor penaltyValue(const reg::PenaltySpec& spec, const torch::Tensor& z, const torch::Tensor& labels,
-                           const torch::Tensor& probs, const torch::Tensor& w, int classes, reg::Reducer& reducer);
+                           const torch::Tensor& probs, const torch::Tensor& w, int classes, reg::Reducer& reducer,
+                           reg::StatisticsPath path = reg::StatisticsPath::kAuto);
 
 // Simulated ranks in one process. Pass 1 (record): every rank's compute() runs with the recorder,
 // which keeps the buffers each collective was given. Then replay: each rank runs again and every
@@ -62,14 +63,15 @@ class FakeRanks {
   std::vector<std::vector<Call>> calls_;  // [rank][call], detached inputs
 };
 
-// Counts collectives (and behaves as a single process).
+// Counts collectives (and moves nothing: one process's data, whatever world it reports).
 class CountingReducer final : public reg::Reducer {
  public:
   torch::Tensor sum(const torch::Tensor& flat) override { ++sums; return flat; }
   torch::Tensor max(const torch::Tensor& flat) override { ++maxes; return flat; }
   torch::Tensor gatherRows(const torch::Tensor& rows) override { ++gathers; return rows; }
-  int worldSize() const override { return 1; }
+  int worldSize() const override { return world; }
   int sums = 0, maxes = 0, gathers = 0;
+  int world = 1;  // what it reports (the statistics path choice depends on it)
 };
 
 }  // namespace repshape::test

@@ -12,7 +12,10 @@ get an EMPTY shard), then compares against a plain single process:
     (the metric GEMMs run in fp32; the signed mean covariance is a cancelling sum).
     (Errors and ReLU active-only metrics are discontinuous in the parameters, so they are compared
     where the parameters are the same by construction.)
-Every run has a watchdog: a hang fails the test instead of stalling CI."""
+Every run has a watchdog: a hang fails the test instead of stalling CI.
+--stats-path packed|gather forces how every statistics layer crosses ranks (REPSHAPE_STATS_PATH;
+the default, auto, picks per layer the path with fewer bytes), so both exact paths are held to
+the same bounds."""
 import argparse, json, math, os, subprocess, sys, tempfile
 
 BASE = """
@@ -86,9 +89,10 @@ EXTRA = {
     "mse": ("pca_dims = 8", 'objective = "mse"'),
 }
 
-def run(cmd, timeout):
+def run(cmd, timeout, env=None):
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, text=True)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, text=True,
+                           env=env)
     except subprocess.TimeoutExpired:
         sys.exit(f"FAIL: watchdog: {' '.join(cmd)} still running after {timeout} s")
     if p.returncode != 0:
@@ -113,7 +117,9 @@ def main():
     ap.add_argument("--family", required=True, choices=sorted(FAMILIES))
     ap.add_argument("--worlds", default="1,2,3,4")
     ap.add_argument("--timeout", type=int, default=120)
+    ap.add_argument("--stats-path", default="auto", choices=["auto", "packed", "gather"])
     args = ap.parse_args()
+    env = dict(os.environ, REPSHAPE_STATS_PATH=args.stats_path)
     activation, model_extra, regs = FAMILIES[args.family]
     work = tempfile.mkdtemp(prefix=f"repshape-equiv-{args.family}-")
     config = os.path.join(work, "c.toml")
@@ -129,7 +135,7 @@ def main():
             cmd += ["--set", e]
         if world > 0:
             cmd = ["mpirun", "-np", str(world), "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader"] + cmd
-        run(cmd, args.timeout)
+        run(cmd, args.timeout, env)
         steps = [json.loads(l) for l in open(os.path.join(out, "steps.jsonl"))]
         if extra:
             return json.load(open(os.path.join(out, "result.json")))
@@ -181,6 +187,6 @@ def main():
     if failures:
         print("FAIL:\n  " + "\n  ".join(failures[:40]))
         sys.exit(1)
-    print(f"PASS {args.family}")
+    print(f"PASS {args.family} (statistics path {args.stats_path})")
 
 main()

@@ -22,8 +22,12 @@ double groupCovariance(FusedCovKind kind, double count, const double* sum, const
   const double n = std::max(count, 1.0);
   const double unbiased = kind == FusedCovKind::kCr ? 1.0 : count / std::max(count - 1.0, 1.0);
   for (int64_t i = 0; i < M; ++i) mean[i] = sum[i] / n;
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < M; ++j) cov[i * M + j] = (gram[i * M + j] / n - mean[i] * mean[j]) * unbiased;
+  for (int64_t i = 0; i < M; ++i) {
+    const double mi = mean[i];
+    const double* gi = gram + i * M;
+    double* ci = cov + i * M;
+    for (int64_t j = 0; j < M; ++j) ci[j] = (gi[j] / n - mi * mean[j]) * unbiased;
+  }
   return unbiased;
 }
 
@@ -102,14 +106,19 @@ class CovariancePenaltyFn : public torch::autograd::Function<CovariancePenaltyFn
     checkSizes(counts, sums, grams, M * M, M);
     const Tensor n = counts.contiguous(), s = sums.contiguous(), g = grams.contiguous();
     const auto fk = static_cast<FusedCovKind>(kind);
-    std::vector<double> mean(M), sd(M), cov(M * M);
+    // Covariances and means [K·M·M], [K·M] are kept for the backward (no second pass over G).
+    Tensor covs = torch::empty({K * M * M}, sums.options()), means = torch::empty({K * M}, sums.options());
+    std::vector<double> sd(M);
     double total = 0.0;
     for (int64_t k = 0; k < K; ++k) {
+      double* cov = covs.data_ptr<double>() + k * M * M;
       groupCovariance(fk, n.data_ptr<double>()[k], s.data_ptr<double>() + k * M, g.data_ptr<double>() + k * M * M, M,
-                      mean.data(), cov.data());
-      total += groupValue(fk, cov.data(), M, sd.data());
+                      means.data_ptr<double>() + k * M, cov);
+      total += groupValue(fk, cov, M, sd.data());
     }
     ctx->save_for_backward({n, s, g});
+    ctx->saved_data["covs"] = covs;
+    ctx->saved_data["means"] = means;
     ctx->saved_data["kind"] = kind;
     ctx->saved_data["width"] = width;
     ctx->saved_data["scale"] = scale;
@@ -126,14 +135,16 @@ class CovariancePenaltyFn : public torch::autograd::Function<CovariancePenaltyFn
     const double upstream = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
     Tensor dSums = torch::empty(s.sizes(), s.options());
     Tensor dGrams = torch::empty(g.sizes(), g.options());
-    std::vector<double> mean(M), sd(M), cov(M * M);
+    const Tensor covs = ctx->saved_data["covs"].toTensor(), means = ctx->saved_data["means"].toTensor();
+    std::vector<double> sd(M);
     for (int64_t k = 0; k < K; ++k) {
       const double count = n.data_ptr<double>()[k];
-      const double unbiased = groupCovariance(fk, count, s.data_ptr<double>() + k * M,
-                                              g.data_ptr<double>() + k * M * M, M, mean.data(), cov.data());
+      const double unbiased = fk == FusedCovKind::kCr ? 1.0 : count / std::max(count - 1.0, 1.0);
+      const double* cov = covs.data_ptr<double>() + k * M * M;
+      const double* mean = means.data_ptr<double>() + k * M;
       double* dGram = dGrams.data_ptr<double>() + k * M * M;  // dΩ/dC first, then dΩ/dG in place
       double* dSum = dSums.data_ptr<double>() + k * M;
-      groupCovGrad(fk, cov.data(), unbiased, M, sd.data(), dGram);
+      groupCovGrad(fk, cov, unbiased, M, sd.data(), dGram);
       // C = G/n − μμᵀ, μ = S/n:  dΩ/dG = D/n,  dΩ/dS_l = −(Σ_j D_lj μ_j + Σ_i D_il μ_i)/n.
       const double perCount = upstream / std::max(count, 1.0);
       std::fill(dSum, dSum + M, 0.0);
@@ -200,7 +211,60 @@ class VariancePenaltyFn : public torch::autograd::Function<VariancePenaltyFn> {
   }
 };
 
+template <typename T>
+double normOf(const Tensor& w, bool l1) {
+  const T* p = w.data_ptr<T>();
+  double total = 0.0;
+  for (int64_t i = 0, n = w.numel(); i < n; ++i) {
+    const double v = static_cast<double>(p[i]);
+    total += l1 ? std::abs(v) : v * v;
+  }
+  return total;
+}
+
+template <typename T>
+void normGrad(const T* w, T* dw, int64_t n, bool l1, double upstream) {
+  const T g = static_cast<T>(upstream), g2 = static_cast<T>(2.0 * upstream);
+  if (l1) {
+    for (int64_t i = 0; i < n; ++i) dw[i] = w[i] > T(0) ? g : (w[i] < T(0) ? -g : T(0));
+  } else {
+    for (int64_t i = 0; i < n; ++i) dw[i] = g2 * w[i];
+  }
+}
+
+class WeightNormFn : public torch::autograd::Function<WeightNormFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, Tensor weight, bool l1) {
+    const Tensor w = weight.contiguous();
+    const double total = w.scalar_type() == torch::kFloat64 ? normOf<double>(w, l1) : normOf<float>(w, l1);
+    ctx->save_for_backward({weight});
+    ctx->saved_data["l1"] = l1;
+    return torch::scalar_tensor(total, weight.options().dtype(torch::kFloat64));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor w = ctx->get_saved_variables()[0].contiguous();
+    const double g = grads[0].item<double>();
+    // d|w|/dw = sign(w), 0 at 0 (as torch.abs); dw²/dw = 2w. One pass, in w's dtype.
+    Tensor dw = torch::empty_like(w);
+    const bool l1 = ctx->saved_data["l1"].toBool();
+    if (w.scalar_type() == torch::kFloat64) {
+      normGrad<double>(w.data_ptr<double>(), dw.data_ptr<double>(), w.numel(), l1, g);
+    } else {
+      normGrad<float>(w.data_ptr<float>(), dw.data_ptr<float>(), w.numel(), l1, g);
+    }
+    return {dw, Tensor()};
+  }
+};
+
 }  // namespace
+
+Tensor fusedWeightNorm(const Tensor& weight, bool l1) {
+  if (!weight.defined() || !weight.is_cpu() ||
+      (weight.scalar_type() != torch::kFloat32 && weight.scalar_type() != torch::kFloat64))
+    return Tensor();
+  return WeightNormFn::apply(weight, l1);
+}
 
 bool canFuse(const Tensor& counts, const Tensor& sums, const Tensor& second) {
   for (const Tensor* t : {&counts, &sums, &second})

@@ -28,4 +28,9 @@ torch::Tensor fusedCovariancePenalty(FusedCovKind kind, const torch::Tensor& cou
 torch::Tensor fusedVariancePenalty(const torch::Tensor& counts, const torch::Tensor& sums,
                                    const torch::Tensor& sqDiags, int64_t width, double scale);
 
+// Σ|w| (l1) or Σw² (l2) of one CPU fp32/fp64 weight tensor as one autograd node: fp64
+// accumulation without an fp64 copy of w; the backward is one element-wise op in w's dtype
+// (sign(w)·g or 2w·g). Returns an undefined tensor where it does not apply (other device/dtype).
+torch::Tensor fusedWeightNorm(const torch::Tensor& weight, bool l1);
+
 }  // namespace repshape::reg::detail

@@ -131,8 +131,11 @@ struct GradientAllReducerOptions {
   double scale = 1.0;                  // applied after the sum; SPEC §4 wants the plain sum (1.0)
 };
 
-// Sums parameter gradients across ranks in place, with one all-reduce per bucket of a few MB
-// (flatten → all-reduce → scatter back). A parameter whose grad is undefined on this rank
+// Sums parameter gradients across ranks in place, with one all-reduce per bucket of a few MB.
+// Each bucket keeps one flat buffer [grads | flags] across steps and makes every parameter's
+// grad a view of it, so after the first step backward accumulates straight into the buffer
+// (zero_grad zeroes in place) and the all-reduce needs no flatten or scatter copies; a grad that
+// was replaced (set to none, reassigned) is copied in and re-bound. A parameter whose grad is undefined on this rank
 // contributes zeros, so every rank issues identical collectives; after the call its grad is
 // defined iff it was defined on at least one rank (a per-parameter flag travels in the bucket).
 // No overlap with backward: Open MPI's CPU non-blocking collectives only progress inside MPI
@@ -151,6 +154,7 @@ class GradientAllReducer {
     std::vector<std::size_t> params;  // indices into parameters_
     std::int64_t numel = 0;           // Σ numel of the parameters (flags excluded)
     std::string what;                 // "gradients[b]" for error messages
+    torch::Tensor flat;               // [numel + #params] on the communicator's device, kept
   };
   Communicator& comm_;
   std::vector<torch::Tensor> parameters_;

@@ -6,6 +6,9 @@
 // packed into one flat fp64 buffer; a Reducer (implemented by the runner over repshape/distributed)
 // sums it across ranks once per step, plus one element-wise MAX where `rr`/`cw-rr` need it. Every
 // penalty is then a function of global statistics, so W ranks reproduce one process (SPEC §4).
+// Where gathering a layer's rows moves fewer bytes than its packed sums (N·M vs K(1+M+M²)), the
+// layer's rows are gathered instead and every rank sums all N rows itself: equally exact
+// (StatisticsPath below).
 // This folder knows nothing about MPI: a single process uses LocalReducer.
 
 #include <torch/torch.h>
@@ -63,7 +66,18 @@ struct PenaltyBatch {
   torch::Tensor probabilities;  // [n_local, C] model's predicted class probabilities (xcov only)
   // Weight matrices by layer name ([out, in] for Linear; conv kernels flattened to [out, rest]).
   std::vector<std::pair<std::string, torch::Tensor>> weights;
+  // Rows of this step over all ranks (the same on every rank); 0 = unknown, which keeps every
+  // statistics layer on the packed path under StatisticsPath::kAuto.
+  int64_t globalRows = 0;
 };
+
+// How a statistics layer crosses ranks; both exact. kPacked: its fp64 sums, 8·(sum + max part)
+// bytes; kGather: its rows (+ a label column, + probability columns for xcov) in the activation
+// dtype, every rank then sums all N rows itself (elem·N·cols bytes, the same ops as one process).
+// kAuto: per layer and step, the one with fewer bytes (packed on one rank or when N is unknown).
+// The environment variable REPSHAPE_STATS_PATH=auto|packed|gather sets the default (tests force
+// each path with it).
+enum class StatisticsPath { kAuto, kPacked, kGather };
 
 struct PenaltyValue {
   std::string name;    // canonical penalty name
@@ -85,13 +99,18 @@ class PenaltySet {
   std::vector<std::string> activationTargets() const;
   bool needsProbabilities() const;
 
-  // Values of every penalty for this step: one reducer.sum() of all layers' packed statistics,
-  // at most one reducer.max(), and gatherRows() only for lmulti / lmulti-unsup.
+  // Values of every penalty for this step: one reducer.sum() of all packed layers' statistics,
+  // at most one reducer.max(), one gatherRows() of all gathered layers' rows, and one
+  // gatherRows() per lmulti / lmulti-unsup target.
   std::vector<PenaltyValue> compute(const PenaltyBatch& batch, Reducer& reducer) const;
+
+  void setStatisticsPath(StatisticsPath path) { path_ = path; }
+  StatisticsPath statisticsPath() const { return path_; }
 
  private:
   std::vector<PenaltySpec> specs_;
   int numClasses_;
+  StatisticsPath path_;
 };
 
 // ---- Representation metrics (SPEC §3) ------------------------------------------------------
