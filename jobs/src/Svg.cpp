@@ -116,8 +116,8 @@ void drawPanel(std::ostringstream& svg, const PlotPanel& p, int ox, int oy) {
     }
     if (!s.name.empty()) {  // legend, top right, one line per series
       const double ly = oy + kTop + 12 + 13.0 * static_cast<double>(k);
-      svg << "<circle cx='" << ox + kLeft + w - 110 << "' cy='" << ly - 4 << "' r='3' fill='" << colour << "'/><text x='"
-          << ox + kLeft + w - 104 << "' y='" << ly << "'>" << xmlEscape(s.name) << "</text>\n";
+      svg << "<circle cx='" << ox + kLeft + w - 150 << "' cy='" << ly - 4 << "' r='3' fill='" << colour << "'/><text x='"
+          << ox + kLeft + w - 144 << "' y='" << ly << "'>" << xmlEscape(s.name) << "</text>\n";
     }
   }
   if (!p.note.empty())
