@@ -201,7 +201,7 @@ std::string svgHeatmaps(const std::string& title, const std::vector<HeatmapPanel
             << ox + cell * static_cast<double>(j) << "' y='" << oy + cell * static_cast<double>(i) << "' width='"
             << cell << "' height='" << cell << "' fill='" << (scale > 0 ? colourAt(m[i][j] / scale) : "#fff") << "'/>\n";
     svg << "<text x='" << ox << "' y='" << oy + kSide + 16 << "'>" << n << " units; colour scale ±" << tick(scale)
-        << " (blue < 0 < red)</text>\n</g>\n";
+        << " (blue negative, red positive)</text>\n</g>\n";
   }
   svg << "</svg>\n";
   return svg.str();

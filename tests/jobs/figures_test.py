@@ -167,8 +167,13 @@ def case_figures(args, tmp):
     p = run([args.bin, "report", results, "--format", "html", "--out", page, "--figures", figures])
     check(p.returncode == 0, "report with figures exit 0")
     html = open(page).read()
+    import xml.etree.ElementTree as ElementTree
     for name in ("lines", "scatter", "ami", "heat", "spectra", "rho"):
         check(os.path.exists(os.path.join(figures, name + ".svg")), f"{name}.svg written")
+        try:
+            ElementTree.parse(os.path.join(figures, name + ".svg"))  # well-formed XML (what rsvg-convert needs)
+        except (ElementTree.ParseError, OSError) as e:
+            check(False, f"{name}.svg is not well-formed XML: {e}")
         check(f"id='figure-{name}'" in html, f"{name} in the HTML page")
     check(os.path.exists(os.path.join(figures, "chars.md")), "the table figure as chars.md")
 
