@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 namespace repshape::jobs::detail {
@@ -79,9 +80,20 @@ void drawPanel(std::ostringstream& svg, const PlotPanel& p, int ox, int oy) {
         << "</text>\n";
   }
   if (categorical) {
-    for (std::size_t i = 0; i < p.xTicks.size(); ++i)
-      svg << "<text x='" << px(static_cast<double>(i)) << "' y='" << oy + kTop + h + 14 << "' text-anchor='middle'>"
-          << xmlEscape(p.xTicks[i]) << "</text>\n";
+    // Numeric values (λ = 0.002683) shortened to 2 significant digits so that nine of them fit.
+    const bool many = p.xTicks.size() > 6;
+    for (std::size_t i = 0; i < p.xTicks.size(); ++i) {
+      std::string label = p.xTicks[i];
+      char* end = nullptr;
+      const double v = std::strtod(label.c_str(), &end);
+      if (!label.empty() && end && *end == '\0') {
+        char buffer[32];
+        std::snprintf(buffer, sizeof buffer, "%.2g", v);
+        label = buffer;
+      }
+      svg << "<text x='" << px(static_cast<double>(i)) << "' y='" << oy + kTop + h + 14 << "' text-anchor='middle'"
+          << (many ? " font-size='9'" : "") << ">" << xmlEscape(label) << "</text>\n";
+    }
   } else {
     for (int i = 0; i <= 4; ++i) {
       const double v = x0 + (x1 - x0) * i / 4.0;

@@ -68,7 +68,7 @@ void checkDataAvailable(const DataConfig& config) {
   auto present = [&](const fs::path& folder, const std::string& name) {
     return fs::is_regular_file(folder / name, ec) || fs::is_regular_file(folder / (name + ".gz"), ec);
   };
-  for (const fs::path folder : {fs::path(dir), fs::path(dir) / subfolder}) {
+  for (const fs::path& folder : {fs::path(dir), fs::path(dir) / subfolder}) {
     if (std::all_of(files.begin(), files.end(), [&](const std::string& f) { return present(folder, f); })) return;
   }
   for (const auto& f : files)
