@@ -1,6 +1,7 @@
 // Cells: deterministic expansion of a spec, each cell's config document, and the results directory.
 #include <repshape/jobs/Jobs.h>
 
+#include "detail/Figures.h"
 #include "detail/Text.h"
 
 #include <cerrno>
@@ -314,15 +315,27 @@ CellState readCellState(const std::string& results, const Cell& cell) {
   return s;
 }
 
-std::optional<double> metricOf(const nlohmann::json& result, const std::string& metric) {
-  if (!result.is_object()) return std::nullopt;
-  const nlohmann::json* node = &result;
-  std::stringstream stream(metric);
-  for (std::string part; std::getline(stream, part, '.');) {
-    if (!node->is_object() || !node->contains(part)) return std::nullopt;
-    node = &(*node)[part];
+namespace {
+
+// `rest` below `node`: a key may itself hold dots or '@' ("ud@0.9", "ami@k=5"), so every key that
+// is `rest` or a prefix of it followed by '.' is tried (backtracking; result.json trees are small).
+const nlohmann::json* findMetric(const nlohmann::json& node, const std::string& rest) {
+  if (!node.is_object()) return nullptr;
+  if (auto it = node.find(rest); it != node.end() && it->is_number()) return &*it;
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    const std::string& key = it.key();
+    if (rest.size() > key.size() + 1 && rest.compare(0, key.size(), key) == 0 && rest[key.size()] == '.')
+      if (const nlohmann::json* found = findMetric(*it, rest.substr(key.size() + 1))) return found;
   }
-  if (!node->is_number()) return std::nullopt;
+  return nullptr;
+}
+
+}  // namespace
+
+std::optional<double> metricOf(const nlohmann::json& result, const std::string& metric) {
+  if (!result.is_object() || metric.empty()) return std::nullopt;
+  const nlohmann::json* node = findMetric(result, metric);
+  if (!node || !node->is_number()) return std::nullopt;
   return node->get<double>();
 }
 
@@ -359,6 +372,8 @@ void writeSnapshot(const std::string& results, const GridSpec& spec, const std::
   report["paper"] = nlohmann::ordered_json::object();
   for (const auto& [row, columns] : spec.report.paper)
     for (const auto& [column, value] : columns) report["paper"][row][column] = {value.mean, value.std};
+  report["figures"] = nlohmann::ordered_json::array();
+  for (const auto& figure : spec.report.figures) report["figures"].push_back(detail::figureToJson(figure));
   grid["report"] = report;
   writeFileAtomically(results + "/grid.json", grid.dump(1) + "\n");
 

@@ -2,6 +2,7 @@
 // every error carries `spec:line: key: what`, before anything is created.
 #include <repshape/jobs/Jobs.h>
 
+#include "detail/Figures.h"
 #include "detail/Text.h"
 
 #include <algorithm>
@@ -150,7 +151,7 @@ Axis parseAxis(const toml::table& t, std::size_t index, const Ctx& ctx) {
 }
 
 void parseReport(const toml::table& t, GridSpec& spec, const Ctx& ctx) {
-  checkKeys(t, "report", {"rows", "columns", "metric", "paper_source", "paper"}, ctx);
+  checkKeys(t, "report", {"rows", "columns", "metric", "paper_source", "paper", "figure"}, ctx);
   spec.report.rows = stringAt(t, "rows", "report.rows", ctx);
   spec.report.columns = stringAt(t, "columns", "report.columns", ctx);
   spec.report.metric = stringAt(t, "metric", "report.metric", ctx, spec.report.metric);
@@ -161,6 +162,7 @@ void parseReport(const toml::table& t, GridSpec& spec, const Ctx& ctx) {
     if (std::none_of(spec.axes.begin(), spec.axes.end(), [&](const Axis& a) { return a.name == name; }))
       ctx.fail(*t.get(key), std::string("report.") + key, "no axis named '" + name + "'");
   }
+  if (const toml::node* figures = t.get("figure")) spec.report.figures = detail::parseFigures(*figures, spec.axes, ctx.file);
   const toml::table* paper = tableAt(t, "paper", "report.paper", ctx);
   if (!paper) return;
   for (auto&& [row, rowNode] : *paper) {

@@ -152,10 +152,15 @@ std::string countsNote(const Entry& e) {
 
 std::string renderReport(const std::string& results, const std::string& format) {
   const detail::ReportData data = detail::loadReport(results);
-  if (format == "md") return detail::renderMarkdown(data);
+  if (format == "md") {
+    std::string text = detail::renderMarkdown(data);
+    for (const auto& f : renderFigures(results))
+      text += "\n## Figure " + f.name + ": " + f.title + "\n" + f.markdown;
+    return text;
+  }
   if (format == "csv") return detail::renderCsv(data);
   if (format == "tex") return detail::renderTex(data);
-  if (format == "html") return detail::renderHtml(data);
+  if (format == "html") return detail::renderHtml(data, renderFigures(results));
   throw SpecError("--format " + format + ": expected md, csv, tex or html");
 }
 

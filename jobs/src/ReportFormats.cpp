@@ -216,13 +216,13 @@ std::string svgPlot(const ReportData& d, const std::string& column) {
 
 }  // namespace
 
-std::string renderHtml(const ReportData& d) {
+std::string renderHtml(const ReportData& d, const std::vector<RenderedFigure>& figures) {
   std::ostringstream out;
   out << "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" << htmlEscape(d.name)
       << "</title>\n<style>body{font-family:sans-serif;margin:24px}table{border-collapse:collapse;margin:12px 0}"
          "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
          ".best{font-weight:bold}.overlap{background:#c8f7c5}.paper{color:#777;font-size:85%}"
-         ".note{color:#a00;font-size:85%}figure{display:inline-block;margin:8px}</style></head><body>\n";
+         ".note{color:#a00;font-size:85%}figure{display:inline-block;margin:8px}figure.figure{display:block}</style></head><body>\n";
   out << "<h1>" << htmlEscape(d.name) << "</h1>\n<p>" << htmlEscape(legend(d)) << ".</p>\n";
   out << "<table id='results'><tr><th></th>";
   for (const auto& c : d.columns) out << "<th>" << htmlEscape(c) << "</th>";
@@ -248,6 +248,13 @@ std::string renderHtml(const ReportData& d) {
   out << "</table>\n<h2>Per column</h2>\n";
   for (const auto& column : d.columns)
     out << "<figure><figcaption>" << htmlEscape(column) << "</figcaption>" << svgPlot(d, column) << "</figure>\n";
+  if (!figures.empty()) out << "<h2>Figures</h2>\n";
+  for (const auto& f : figures) {
+    out << "<figure class='figure' id='figure-" << htmlEscape(f.name) << "'><figcaption>" << htmlEscape(f.title)
+        << "</figcaption>\n" << (f.kind == "table" ? f.html : f.svg);
+    if (f.kind != "table" && !f.markdown.empty()) out << "<pre>" << htmlEscape(f.markdown) << "</pre>";
+    out << "</figure>\n";
+  }
   std::map<std::string, int> states;
   for (const auto& c : d.cells) ++states[c.status];
   out << "<p>Cells: " << d.cells.size();

@@ -168,11 +168,7 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
 
   auto selected = [&](const Cell& c) {
     if (!options.onlyCell.empty()) return c.id == options.onlyCell;
-    for (const auto& [axis, values] : options.where) {
-      const auto it = std::find_if(c.axes.begin(), c.axes.end(), [&](const auto& p) { return p.first == axis; });
-      if (it == c.axes.end() || std::find(values.begin(), values.end(), it->second) == values.end()) return false;
-    }
-    return true;
+    return matchesWhere(c, options.where);
   };
   std::map<std::string, nlohmann::json> finalExtra;  // group → {selected, candidates}
   std::set<std::string> queuedFinal, stale;
@@ -335,11 +331,23 @@ int runCells(const GridSpec& spec, const std::vector<Cell>& allCells, const RunO
   return 0;
 }
 
-void listCells(const GridSpec& spec, const std::string& results, std::FILE* out) {
+bool matchesWhere(const Cell& c, const std::map<std::string, std::vector<std::string>>& where) {
+  for (const auto& [axis, values] : where) {
+    const auto it = std::find_if(c.axes.begin(), c.axes.end(), [&](const auto& p) { return p.first == axis; });
+    if (it == c.axes.end() || std::find(values.begin(), values.end(), it->second) == values.end()) return false;
+  }
+  return true;
+}
+
+void listCells(const GridSpec& spec, const std::string& results, std::FILE* out,
+               const std::map<std::string, std::vector<std::string>>& where) {
   const std::vector<Cell> cells = expandCells(spec);
   const auto selections = selectValues(spec, cells, results);
   std::map<std::string, int> counts;
+  std::size_t listed = 0;
   for (const Cell& c : cells) {
+    if (!matchesWhere(c, where)) continue;
+    ++listed;
     CellState st = readCellState(results, c);
     std::string note;
     if (c.phase == Phase::Final && st.state == "pending") {
@@ -353,7 +361,8 @@ void listCells(const GridSpec& spec, const std::string& results, std::FILE* out)
     ++counts[st.state];
     std::fprintf(out, "%-11s %s%s%s\n", st.state.c_str(), c.id.c_str(), note.empty() ? "" : "  # ", note.c_str());
   }
-  std::fprintf(out, "# %zu cells:", cells.size());
+  if (where.empty()) std::fprintf(out, "# %zu cells:", cells.size());
+  else std::fprintf(out, "# %zu of %zu cells (--where):", listed, cells.size());
   for (const auto& [state, n] : counts) std::fprintf(out, " %s %d", state.c_str(), n);
   std::fprintf(out, "\n");
 }

@@ -187,6 +187,7 @@ const std::vector<Field<EvalConfig>>& evalFields() {
       detail::doubleListField<EvalConfig>("ud_fractions", &EvalConfig::udFractions, 0.0, 1.0),
       subTableField<ClusteringConfig, EvalConfig>("clustering", &EvalConfig::clustering, clusteringFields),
       subTableField<MiConfig, EvalConfig>("mi", &EvalConfig::mi, miFields),
+      detail::boolField<EvalConfig>("save_covariance", &EvalConfig::saveCovariance),
   };
   return fields;
 }

@@ -106,6 +106,9 @@ struct EvalConfig {
   std::vector<double> udFractions = {0.9};
   std::optional<ClusteringConfig> clustering;
   std::optional<MiConfig> mi;
+  // Write covariance-<layer>.json (test set: matrix, eigenvalues) for each metric layer: the
+  // report's heatmap / spectrum / |ρ| histogram figures read them.
+  bool saveCovariance = false;
 };
 
 struct DistributedConfig {

@@ -40,6 +40,15 @@ SplitResult Trainer::evaluate(
   std::vector<torch::Tensor> labelParts;      // task labels (MI bounds)
   std::vector<torch::Tensor> fineLabelParts;  // the source's labels before data.relabel (clustering)
   std::vector<torch::Tensor> captured;
+  // eval.save_covariance: per layer [rows, Σ z (M), Σ z zᵀ (M²)] in fp64 on this rank's rows (a conv
+  // layer's rows are its (sample, pixel) pairs); summed once.
+  const bool covariances = metrics && config_.eval.saveCovariance;
+  std::vector<torch::Tensor> moments;
+  if (covariances)
+    for (const auto& layer : captureLayers_) {
+      const int64_t width = network_->layerWidth(layer);
+      moments.push_back(torch::zeros({1 + width + width * width}, torch::kFloat64));
+    }
   const ForwardContext ctx = context(false, 0, 0, 0);
   for (int64_t begin = shard.begin; begin < shard.end; begin += config_.eval.batchSize) {
     const int64_t rows = std::min(config_.eval.batchSize, shard.end - begin);
@@ -51,6 +60,11 @@ SplitResult Trainer::evaluate(
     const torch::Tensor errors = errorSum(objective, logits, x, y);
     sums += torch::stack({loss.to(torch::kDouble), errors.to(torch::kDouble)});
     for (std::size_t i = 0; i < accumulators.size(); ++i) accumulators[i].add(captured[i]);
+    for (std::size_t i = 0; i < moments.size(); ++i) {
+      const torch::Tensor z = captured[i].detach().to(torch::kCPU, torch::kFloat64).flatten(1);
+      moments[i] += torch::cat({torch::full({1}, static_cast<double>(z.size(0)), torch::kFloat64), z.sum(0),
+                                z.t().mm(z).flatten()});
+    }
     if (keepRows) {
       for (std::size_t i = 0; i < layerRows.size(); ++i) layerRows[i].push_back(captured[i].cpu());
       labelParts.push_back(y.cpu());
@@ -77,6 +91,25 @@ SplitResult Trainer::evaluate(
     for (std::size_t i = 0; i < captureLayers_.size(); ++i) {
       auto& values = layers->emplace_back(captureLayers_[i], std::vector<std::pair<std::string, double>>()).second;
       for (const auto& [name, value] : accumulators[i].finish(reducer)) values.emplace_back(name, value.value_or(NAN));
+      if (covariances) {
+        const int64_t width = network_->layerWidth(captureLayers_[i]);
+        const torch::Tensor sums = reducer.sum(moments[i]).to(torch::kCPU);
+        const double n = std::max(1.0, sums[0].item<double>());
+        const torch::Tensor mean = sums.narrow(0, 1, width) / n;
+        torch::Tensor c = sums.narrow(0, 1 + width, width * width).reshape({width, width}) / n - mean.outer(mean);
+        c = (c + c.t()) / 2;  // exact symmetry for the eigen solver
+        SplitResult::Covariance saved;
+        saved.layer = captureLayers_[i];
+        saved.width = width;
+        saved.samples = static_cast<int64_t>(sums[0].item<double>());
+        const torch::Tensor flat = c.contiguous().flatten();
+        saved.matrix.assign(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+        if (torch::isfinite(c).all().item<bool>()) {
+          const torch::Tensor eig = at::linalg_eigvalsh(c, "L").flip(0).contiguous();
+          saved.eigenvalues.assign(eig.data_ptr<double>(), eig.data_ptr<double>() + eig.numel());
+        }
+        result.covariances.push_back(std::move(saved));
+      }
       if (!keepRows) continue;
       const int64_t width = network_->layerWidth(captureLayers_[i]);
       const torch::Tensor local = layerRows[i].empty() ? torch::zeros({0, width}) : torch::cat(layerRows[i]);

@@ -5,6 +5,7 @@
 #include "Commands.h"
 #include "Config.h"
 #include "MetricsExporter.h"
+#include "data/Data.h"
 
 #include <repshape/jobs/Jobs.h>
 
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -56,6 +58,27 @@ bool setsKey(const std::vector<jobs::Override>& overrides, const std::string& ke
   return false;
 }
 
+// The data files of the cells this command would run, once per distinct (source, dir), before any
+// cell starts: a missing CIFAR directory is one located error (exit 2, nothing created) instead of
+// every cell failing with it.
+void checkGridData(const jobs::GridSpec& spec, const std::vector<jobs::Cell>& cells, const jobs::RunOptions& options) {
+  std::set<std::pair<std::string, std::string>> checked;
+  for (const jobs::Cell& cell : cells) {
+    if (!options.onlyCell.empty() ? cell.id != options.onlyCell : !jobs::matchesWhere(cell, options.where)) continue;
+    const toml::table config = jobs::cellConfig(spec, cell, options.extra);
+    DataConfig source;
+    source.source = config["data"]["source"].value_or(source.source);
+    source.dir = config["data"]["dir"].value_or(source.dir);
+    if (!checked.insert({source.source, source.dir}).second) continue;
+    try {
+      data::checkDataAvailable(source);
+    } catch (const data::DataError& e) {
+      throw jobs::SpecError(spec.path + ": " + e.what() + " (cell " + cell.id +
+                            "; checked before starting any cell: nothing was run or created)");
+    }
+  }
+}
+
 }  // namespace
 
 std::optional<std::string> validateCellConfig(const std::string& text, std::string& resolved) {
@@ -91,10 +114,6 @@ int runGrid(int argc, char** argv) {
   try {
     const jobs::GridSpec spec = jobs::loadGridSpec(specPath);
     const std::vector<jobs::Cell> cells = jobs::expandCells(spec);
-    if (list) {
-      jobs::listCells(spec, results, stdout);
-      return 0;
-    }
     jobs::RunOptions options;
     options.results = results;
     options.executable = selfExecutable();
@@ -114,6 +133,10 @@ int runGrid(int argc, char** argv) {
           throw jobs::SpecError("--where '" + w + "': axis '" + axis + "' has no value '" + v + "'");
         options.where[axis].push_back(v);
       }
+    }
+    if (list) {
+      jobs::listCells(spec, results, stdout, options.where);
+      return 0;
     }
     for (const auto& s : sets) options.extra.push_back(jobs::parseOverride(s, jobs::Origin{"--set", 0}));
     // Threads per rank follow the cores shared by N cells of R ranks, unless the spec or --set says.
@@ -136,6 +159,7 @@ int runGrid(int argc, char** argv) {
       for (const auto& c : cells) options.cellTrainArgs[c.id] = {"--set", "metrics.cell=" + c.id};
       if (run) {
         jobs::validateGrid(spec, cells, options, validateConfig);  // before the monitor creates files
+        checkGridData(spec, cells, options);
         validated = true;
         fs::create_directories(targets);
         monitor = std::make_unique<GridMonitor>("127.0.0.1:0", spec.name, targets);
@@ -153,6 +177,7 @@ int runGrid(int argc, char** argv) {
       args.push_back(f.substr(colon + 1));
     }
     if (!validated) jobs::validateGrid(spec, cells, options, validateConfig);
+    if (!metrics) checkGridData(spec, cells, options);  // with --metrics: before the monitor, above
     return jobs::runCells(spec, cells, options, validateConfig);
   } catch (const jobs::SpecError& e) {
     std::fprintf(stderr, "repshape: error: %s\n", e.what());

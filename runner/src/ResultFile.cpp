@@ -47,6 +47,24 @@ std::string resultJson(const ResultContext& context, const RunReport& report) {
   return result.str() + "\n";
 }
 
+void writeCovariances(const std::string& dir, const RunReport& report) {
+  if (!report.evaluation || !report.evaluation->test) return;
+  for (const auto& c : report.evaluation->test->covariances) {
+    JsonWriter json;
+    json.beginObject().field("layer", c.layer).field("split", "test").field("samples", c.samples).field("width", c.width);
+    json.key("covariance").beginArray();
+    for (int64_t i = 0; i < c.width; ++i) {
+      json.beginArray();
+      for (int64_t j = 0; j < c.width; ++j) json.value(c.matrix[static_cast<std::size_t>(i * c.width + j)]);
+      json.endArray();
+    }
+    json.endArray().key("eigenvalues").beginArray();
+    for (double v : c.eigenvalues) json.value(v);
+    json.endArray().endObject();
+    writeFileAtomically(dir + "/covariance-" + c.layer + ".json", json.str() + "\n");
+  }
+}
+
 void writeResult(const std::string& dir, const ResultContext& context, const RunReport& report) {
   writeFileAtomically(dir + "/result.json", resultJson(context, report));
 }

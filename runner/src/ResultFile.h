@@ -21,4 +21,9 @@ std::string resultJson(const ResultContext& context, const RunReport& report);
 // Writes DIR/result.json atomically.
 void writeResult(const std::string& dir, const ResultContext& context, const RunReport& report);
 
+// eval.save_covariance: DIR/covariance-<layer>.json for each saved test-set covariance, written
+// atomically before result.json: {"layer", "split": "test", "samples", "width", "covariance":
+// [[row], …], "eigenvalues": [decreasing]} (nulls for non-finite values).
+void writeCovariances(const std::string& dir, const RunReport& report);
+
 }  // namespace repshape

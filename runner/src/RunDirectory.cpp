@@ -57,6 +57,12 @@ void prepareRunDirectory(const std::string& dir, bool overwrite) {
     fs::remove_all(fs::path(dir) / name, error);
     if (error) throw std::runtime_error("cannot remove " + (fs::path(dir) / name).string() + ": " + error.message());
   }
+  // An earlier run's eval.save_covariance files (covariance-<layer>.json) go too.
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("covariance-", 0) == 0 && entry.path().extension() == ".json") fs::remove(entry.path(), error);
+  }
 }
 
 }  // namespace repshape

@@ -34,6 +34,14 @@ struct SplitResult {
   double loss = 0.0;
   int64_t samples = 0;
   std::string errorKey = "error";  // error's result.json key: "error" (%) or "mse"
+  // eval.save_covariance (test split): each metric layer's covariance over all ranks' samples,
+  // C = Σ z zᵀ / N − μ μᵀ (population, 1/N), row-major [width²], and its eigenvalues, decreasing.
+  struct Covariance {
+    std::string layer;
+    int64_t width = 0, samples = 0;
+    std::vector<double> matrix, eigenvalues;
+  };
+  std::vector<Covariance> covariances;
 };
 
 // One evaluation: at the end of training (final = true) or every eval.every steps.

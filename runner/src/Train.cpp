@@ -300,7 +300,10 @@ int runTrain(int argc, char** argv) {
     return 1;
   }
   for (RunSink* sink : sinkList) sink->onEnd(report.outcome);
-  if (writer) writeResult(args.out, context, report);
+  if (writer) {
+    writeCovariances(args.out, report);  // before result.json: a finished cell has all its files
+    writeResult(args.out, context, report);
+  }
   dist::setFatalErrorHook({});
   return report.outcome.exitCode;
 }

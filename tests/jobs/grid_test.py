@@ -215,6 +215,11 @@ def case_expansion_cli(env):
     check(all(l.split()[0] == "pending" for l in lines if "final" not in l), "pending before any run")
     check(all(l.split()[0] == "waiting" for l in lines if "final" in l), "phase-2 cells wait for phase 1")
     check(not os.path.exists(results), "--list creates nothing")
+    p = env.grid(spec, "--results", results, "--list", "--where", "regularizer=cr")
+    listed = [l.split()[1] for l in p.stdout.splitlines() if not l.startswith("#")]
+    check(p.returncode == 0 and listed == [i for i in ids if i.startswith("cr.")] and len(listed) == 5,
+          f"--list honours --where: {listed}")
+    check("# 5 of 7 cells (--where):" in p.stdout, "the --where summary counts the listed cells")
 
 
 def case_bad_spec(env):
@@ -482,7 +487,24 @@ def case_metrics(env):
         check(line in resolved, f"the cell's config has {line}")
 
 
+def fake_cifar(root, which, records):
+    """Tiny files in the exact CIFAR binary formats (label byte(s) + 3072 pixel bytes per record)."""
+    import random
+    rng = random.Random(5)
+    folder = os.path.join(root, which)
+    os.makedirs(folder, exist_ok=True)
+    names = ([f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"] if which == "cifar10"
+             else ["train.bin", "test.bin"])
+    for name in names:
+        with open(os.path.join(folder, name), "wb") as f:
+            for i in range(records):
+                label = bytes([i % 10]) if which == "cifar10" else bytes([i % 20, i % 100])
+                f.write(label + bytes(rng.randrange(256) for _ in range(3072)))
+
+
 def case_smoke_specs(env):
+    """The first cell of every shipped spec, tiny. Specs on data this machine lacks must say where
+    to put it (one line, exit 2, nothing created) and, for CIFAR, run on tiny files in its format."""
     specs_dir = os.path.join(env.source, "jobs", "specs")
     mnist = os.path.join(os.environ.get("REPSHAPE_DATA_DIR", os.path.expanduser("~/.local/share/repshape")), "mnist")
     for name in sorted(os.listdir(specs_dir)):
@@ -494,6 +516,35 @@ def case_smoke_specs(env):
         check(p.returncode == 0, f"{name}: --list")
         first = p.stdout.splitlines()[0].split()[1]
         extra = ["--set", "train.steps=3"]  # a whole test set: synthetic sources have only a few hundred
+        # Without any data directory: file sources must refuse with where to put the files.
+        nodata = os.path.join(env.dir, "nodata-" + name)
+        os.makedirs(nodata)
+        saved = env.env
+        env.env = dict(saved, REPSHAPE_DATA_DIR=nodata)
+        p = env.grid(spec, "--results", results, "--cell", first, *extra)
+        env.env = saved
+        if p.returncode == 2:
+            message = p.stderr.strip()
+            check(("not found" in message) and "\n" not in message and "nothing was run or created" in message
+                  and ("set data.dir" in message or "REPSHAPE_DATA_DIR" in message),
+                  f"{name}: one located line saying where the data goes: {message}")
+            check(not os.path.exists(results), f"{name}: a missing data set creates nothing")
+            source = next((s for s in ("cifar100", "cifar10") if f'data.source = "{s}"' in message), None)
+            if source:
+                fake_cifar(nodata, source, 20 if source == "cifar10" else 100)
+                env.env = dict(saved, REPSHAPE_DATA_DIR=nodata)
+                p = env.grid(spec, "--results", results, "--cell", first, *extra, "--set", "data.validation_size=10")
+                env.env = saved
+                r = result_of(results, first)
+                check(p.returncode == 0 and r is not None and r["status"] == "ok", f"{name}: first cell {first} ok on tiny {source} files")
+                continue
+            if "mnist" not in message:
+                print(f"{name}: data not on this machine; the refusal above is the smoke test")
+                continue
+        elif p.returncode == 0:
+            r = result_of(results, first)
+            check(r is not None and r["status"] == "ok", f"{name}: first cell {first} ok")
+            continue
         with open(spec) as f:
             if '"../choi-mnist-mlp.toml"' in f.read() and not os.path.exists(os.path.join(mnist, "train-images-idx3-ubyte.gz")):
                 print(f"{name}: real-MNIST subset not imported (deploy/import-mnist.sh); smoke-running on fashion-mnist")

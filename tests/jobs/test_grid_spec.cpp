@@ -138,5 +138,70 @@ TEST_F(GridSpecTest, LocatedErrors) {
             std::string::npos);
 }
 
+// Report metrics address result.json keys that hold dots and '@' (ud@0.9, ami@k=5): every key that
+// is a prefix of the rest of the path is tried, so nothing depends on where the dots are.
+TEST(MetricOf, KeysWithDotsAndAt) {
+  const auto result = nlohmann::json::parse(R"({"test": {"error": 2.5}, "layers": {"h1": {"ud@0.9": 3,
+      "tdv@4": 0.75, "ami@k=5": 0.4, "ud_eig@0.99": 2}, "h1.5": {"mapc": 0.1}, "a": {"b.c": {"d": 7}}}})");
+  EXPECT_EQ(metricOf(result, "test.error"), 2.5);
+  EXPECT_EQ(metricOf(result, "layers.h1.ud@0.9"), 3.0);
+  EXPECT_EQ(metricOf(result, "layers.h1.tdv@4"), 0.75);
+  EXPECT_EQ(metricOf(result, "layers.h1.ami@k=5"), 0.4);
+  EXPECT_EQ(metricOf(result, "layers.h1.ud_eig@0.99"), 2.0);
+  EXPECT_EQ(metricOf(result, "layers.h1.5.mapc"), 0.1);  // a layer name with a dot
+  EXPECT_EQ(metricOf(result, "layers.a.b.c.d"), 7.0);  // "a" → "b.c" → "d"
+  EXPECT_EQ(metricOf(result, "layers.h1.ud@0.5"), std::nullopt);
+  EXPECT_EQ(metricOf(result, "layers.h1"), std::nullopt);  // an object, not a number
+  EXPECT_EQ(metricOf(result, ""), std::nullopt);
+}
+
+TEST_F(GridSpecTest, FiguresParsedAndLocated) {
+  const std::string axes = "[grid]\nbase = \"base.toml\"\n[[axis]]\nname = \"regularizer\"\n"
+                           "values = [{ name = \"none\" }, { name = \"cr\" }]\n[[axis]]\nname = \"lambda\"\n"
+                           "key = \"regularizer.0.weight\"\nvalues = [0.1, 1.0]\n";  // 9 lines
+  const GridSpec spec = loadGridSpec(write(axes +
+      "[[report.figure]]\nname = \"t\"\nkind = \"line\"\nx = \"lambda\"\ny = [\"layers.h1.ud@0.9\", \"test.mse\"]\n"
+      "series = \"regularizer\"\nwhere = { regularizer = [\"cr\"] }\n"
+      "[[report.figure]]\nname = \"s\"\nkind = \"scatter\"\nx = [\"a.b\", \"c\"]\ny = \"test.error\"\nlabel = \"regularizer\"\n"
+      "paper_r = [0.84, 0.78]\n"
+      "[[report.figure]]\nname = \"tab\"\nkind = \"table\"\nrows = \"regularizer\"\nmetrics = [\"x\", \"y\"]\n"
+      "paper = { cr = [1, 2.5] }\n"));
+  ASSERT_EQ(spec.report.figures.size(), 3u);
+  const FigureSpec& line = spec.report.figures[0];
+  EXPECT_EQ(line.kind, "line");
+  EXPECT_EQ(line.x, std::vector<std::string>{"lambda"});
+  EXPECT_EQ(line.y, (std::vector<std::string>{"layers.h1.ud@0.9", "test.mse"}));
+  EXPECT_EQ(line.where.at("regularizer"), std::vector<std::string>{"cr"});
+  EXPECT_EQ(line.origin.line, 10);
+  EXPECT_EQ(spec.report.figures[1].paperR, (std::vector<double>{0.84, 0.78}));
+  EXPECT_EQ(spec.report.figures[2].paper.at("cr"), (std::vector<double>{1.0, 2.5}));
+
+  auto located = [&](const std::string& figure, const std::string& expected) {
+    const std::string message = error(axes + "[[report.figure]]\n" + figure);
+    EXPECT_NE(message.find(expected), std::string::npos) << message << "\n  expected: " << expected;
+  };
+  located("name = \"f\"\nkind = \"lines\"\n", ":12: report.figure[0].kind: unknown kind 'lines' (did you mean 'line'?)");
+  located("name = \"f\"\nkind = \"line\"\nx = \"lamda\"\ny = \"test.error\"\n", ":13: report.figure[0].x: no axis named 'lamda'");
+  located("name = \"f\"\nkind = \"line\"\nx = \"lambda\"\n", ":10: report.figure[0].y: missing (kind 'line' needs it)");
+  located("name = \"f\"\nkind = \"line\"\nx = \"lambda\"\ny = \"e\"\nwhere = { regularizer = \"l1\" }\n",
+          ":15: report.figure[0].where.regularizer: axis 'regularizer' has no value 'l1'");
+  located("name = \"f\"\nkind = \"scatter\"\nx = [\"a\", \"b\"]\ny = \"e\"\npaper_r = [0.8]\n",
+          ":15: report.figure[0].paper_r: expected one r per x metric (2), got 1");
+  located("name = \"f\"\nkind = \"table\"\nrows = \"regularizer\"\nmetrics = [\"a\"]\npaper = { cr = [1, 2] }\n",
+          ":15: report.figure[0].paper.cr: expected 1 numbers (one per metric), got 2");
+  located("name = \"f\"\nkind = \"curve\"\ny = \"layers.fc1.ami\"\n", ":13: report.figure[0].y: 'layers.fc1.ami': a curve's metric needs exactly one '*'");
+  located("name = \"f\"\nkind = \"heatmap\"\nlayer = [\"h1\"]\n", ":13: report.figure[0].layer: unknown key for kind 'heatmap' (did you mean 'layers'?)");
+  located("name = \"a b\"\nkind = \"heatmap\"\nlayers = [\"h1\"]\n", ":11: report.figure[0].name: 'a b': use letters");
+  located("name = \"f\"\nkind = \"spectrum\"\nlayers = [\"h1\"]\n[[report.figure]]\nname = \"f\"\nkind = \"histogram\"\nlayers = [\"h1\"]\n",
+          ":14: report.figure[1].name: duplicate figure name 'f'");
+}
+
+TEST_F(GridSpecTest, WhereMatchesCells) {
+  const GridSpec spec = loadGridSpec(write(kRestricted));
+  int matched = 0;
+  for (const auto& c : expandCells(spec)) matched += matchesWhere(c, {{"condition", {"5k"}}, {"regularizer", {"cr", "baseline"}}});
+  EXPECT_EQ(matched, 2 + 5 + 2);  // baseline: 2 trials; cr: 5 lambdas (phase 1) + 2 finals
+}
+
 }  // namespace
 }  // namespace repshape::jobs

@@ -45,6 +45,6 @@ std::string countsNote(const Entry& e);  // "3/5, 1 failed, 1 missing"; "" when 
 std::string renderMarkdown(const ReportData& d);
 std::string renderCsv(const ReportData& d);
 std::string renderTex(const ReportData& d);
-std::string renderHtml(const ReportData& d);
+std::string renderHtml(const ReportData& d, const std::vector<RenderedFigure>& figures = {});
 
 }  // namespace repshape::jobs::detail

@@ -5,6 +5,7 @@
 #include "ByteSource.h"
 #include "Sources.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -41,6 +42,41 @@ std::string dataRoot() {
   if (const char* root = std::getenv("REPSHAPE_DATA_DIR"); root && *root) return root;
   const char* home = std::getenv("HOME");
   return (fs::path(home && *home ? home : ".") / ".local" / "share" / "repshape").string();
+}
+
+void checkDataAvailable(const DataConfig& config) {
+  const std::string& source = config.source;
+  std::vector<std::string> files;
+  std::string subfolder;  // CIFAR: the extracted tarball's folder may sit inside data.dir
+  if (source == "cifar10") {
+    files = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin",
+             "test_batch.bin"};
+    subfolder = "cifar-10-batches-bin";
+  } else if (source == "cifar100") {
+    files = {"train.bin", "test.bin"};
+    subfolder = "cifar-100-binary";
+  } else if (source == "fashion-mnist" || source == "mnist" || source == "idx") {
+    files = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+  } else if (source == "strokes") {
+    files = {"train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"};
+  } else {
+    return;  // synthetic (or unknown: loadConfig already refused it)
+  }
+  const std::string dir = config.dir.empty() ? defaultDir(source) : config.dir;
+  requireDirectory(dir, source, hintFor(source));
+  std::error_code ec;
+  auto present = [&](const fs::path& folder, const std::string& name) {
+    return fs::is_regular_file(folder / name, ec) || fs::is_regular_file(folder / (name + ".gz"), ec);
+  };
+  for (const fs::path& folder : {fs::path(dir), fs::path(dir) / subfolder}) {
+    if (std::all_of(files.begin(), files.end(), [&](const std::string& f) { return present(folder, f); })) return;
+  }
+  for (const auto& f : files)
+    if (!present(dir, f)) {
+      const std::string hint = hintFor(source);
+      throw DataError((fs::path(dir) / f).string() + ": file not found (nor " + f + ".gz; data.source = \"" + source +
+                      "\")" + (hint.empty() ? "" : "; " + hint));
+    }
 }
 
 DataSplits loadData(const DataConfig& config, uint64_t seed) {

@@ -41,6 +41,11 @@ struct DataSplits {
 // train_size subset are drawn from one seeded permutation of the training set.
 DataSplits loadData(const DataConfig& config, uint64_t seed);
 
+// Without reading them: the source's directory and files exist (synthetic sources: nothing to
+// check). Throws DataError with the missing path and where to put the files. `repshape grid`
+// calls it once per distinct (source, dir) before starting any cell.
+void checkDataAvailable(const DataConfig& config);
+
 // data.relabel and data.pca_dims on split data (Transforms.cpp): labels grouped (originals kept),
 // inputs projected on the training split's top principal components. Throws DataError starting
 // with the key ("data.relabel: …", "data.pca_dims = …").

@@ -85,11 +85,34 @@ struct PaperValue {
   double mean = 0.0, std = 0.0;
 };
 
+// A figure of the report (`[[report.figure]]`, Figures.cpp). Cells are the phase-2 (or plain)
+// cells that finished ok and match `where`; trials (and axes neither plotted nor fixed) are averaged.
+//   line:      x = one axis (categorical, spec order); y = metrics (one panel each); series = axis
+//   scatter:   x = metrics (one panel each), y = one metric; a point per `label` value (mean over
+//              its cells), Pearson r printed; paper_r = the paper's r per x metric
+//   curve:     y = metric patterns with one '*' matched against result.json keys
+//              (`layers.fc1.ami@k=*`): x = the number the '*' stands for; series = axis
+//   table:     rows = axis; metrics = columns (mean ± std); paper = { row = [one per metric] }
+//   heatmap, spectrum, histogram: layers = names of covariance-<layer>.json in the cell directories
+//              (eval.save_covariance): the matrix of the first matching trial / its eigenvalues
+//              (mean over trials) / |ρ_ij| (i < j) pooled over trials; series = axis
+struct FigureSpec {
+  std::string name, kind, title;
+  std::vector<std::string> x, y;
+  std::string series, label, rows;  // axis names
+  std::map<std::string, std::vector<std::string>> where;  // axis → accepted values
+  std::vector<std::string> metrics, layers;
+  std::map<std::string, std::vector<double>> paper;       // table: row value → one number per metric
+  std::vector<double> paperR;                             // scatter: one per x metric
+  Origin origin;
+};
+
 struct ReportSpec {
   std::string rows, columns;      // axis names (rows may be several axes joined; default: all others)
   std::string metric = "test.error";
   std::string paperSource;
   std::map<std::string, std::map<std::string, PaperValue>> paper;  // row value → column value → number
+  std::vector<FigureSpec> figures;
 };
 
 struct GridSpec {
@@ -201,13 +224,26 @@ void validateGrid(const GridSpec& spec, const std::vector<Cell>& cells, const Ru
 // SpecError when refused.
 int runCells(const GridSpec& spec, const std::vector<Cell>& cells, const RunOptions& options,
              const Validator& validator);
-// Prints each cell and its state.
-void listCells(const GridSpec& spec, const std::string& results, std::FILE* out);
+// Prints each cell and its state; `where` (AXIS → values, as --where) keeps only matching cells.
+void listCells(const GridSpec& spec, const std::string& results, std::FILE* out,
+               const std::map<std::string, std::vector<std::string>>& where = {});
+// True when `cell` has, for every axis of `where`, one of its values (--where).
+bool matchesWhere(const Cell& cell, const std::map<std::string, std::vector<std::string>>& where);
 
 // ---- Report -------------------------------------------------------------------------------------------
 
 // Renders the phase-2 (or plain) cells of RESULTS as md | csv | tex | html. Throws SpecError when
 // RESULTS holds no grid.
 std::string renderReport(const std::string& results, const std::string& format);
+
+// The spec's figures from RESULTS: `svg` for plots, `markdown` for tables and correlations (both
+// for a table figure's HTML). Throws SpecError when RESULTS holds no grid.
+struct RenderedFigure {
+  std::string name, kind, title;
+  std::string svg;       // standalone SVG document ("" for kind table)
+  std::string markdown;  // table / Pearson r / notes (what was missing)
+  std::string html;      // a table figure's HTML table ("" otherwise)
+};
+std::vector<RenderedFigure> renderFigures(const std::string& results);
 
 }  // namespace repshape::jobs
