@@ -5,6 +5,7 @@
 #include "Commands.h"
 #include "Config.h"
 #include "MetricsExporter.h"
+#include "data/Data.h"
 
 #include <repshape/jobs/Jobs.h>
 
@@ -45,6 +46,26 @@ std::optional<std::string> validateConfig(const std::string& text, std::string& 
     std::string message = e.what();
     for (std::size_t at; (at = message.find(path)) != std::string::npos;) message.replace(at, std::strlen(path), "<cell>");
     error = message;
+  }
+  ::unlink(path);
+  return error;
+}
+
+// validateConfig, then the data: a cell whose files are not on this machine (CIFAR, pen strokes)
+// stops `--run` / `--cell` before any work with the loader's message (where to put the files);
+// `--list` does not need the data.
+std::optional<std::string> validateConfigAndData(const std::string& text, std::string& resolved) {
+  if (auto error = validateConfig(text, resolved)) return error;
+  char path[] = "/tmp/repshape-grid-cell-XXXXXX";
+  const int fd = ::mkstemp(path);
+  if (fd < 0) return std::string("<cell>: cannot create a temporary file");
+  ::close(fd);
+  std::ofstream(path) << resolved;
+  std::optional<std::string> error;
+  try {
+    data::checkDataAvailable(loadConfig(path, {}).data);
+  } catch (const ConfigError& e) {
+    error = std::string("<cell>: ") + e.what();  // "data.dir: DIR: directory not found …; put … there"
   }
   ::unlink(path);
   return error;
@@ -135,7 +156,7 @@ int runGrid(int argc, char** argv) {
                                                   {"--metrics", 0}));
       for (const auto& c : cells) options.cellTrainArgs[c.id] = {"--set", "metrics.cell=" + c.id};
       if (run) {
-        jobs::validateGrid(spec, cells, options, validateConfig);  // before the monitor creates files
+        jobs::validateGrid(spec, cells, options, validateConfigAndData);  // before the monitor creates files
         validated = true;
         fs::create_directories(targets);
         monitor = std::make_unique<GridMonitor>("127.0.0.1:0", spec.name, targets);
@@ -152,8 +173,8 @@ int runGrid(int argc, char** argv) {
       args.push_back("--fault");
       args.push_back(f.substr(colon + 1));
     }
-    if (!validated) jobs::validateGrid(spec, cells, options, validateConfig);
-    return jobs::runCells(spec, cells, options, validateConfig);
+    if (!validated) jobs::validateGrid(spec, cells, options, validateConfigAndData);
+    return jobs::runCells(spec, cells, options, validateConfigAndData);
   } catch (const jobs::SpecError& e) {
     std::fprintf(stderr, "repshape: error: %s\n", e.what());
     return 2;

@@ -13,20 +13,16 @@ get an EMPTY shard), then compares against a plain single process:
     (Errors and ReLU active-only metrics are discontinuous in the parameters, so they are compared
     where the parameters are the same by construction.)
 Every run has a watchdog: a hang fails the test instead of stalling CI."""
-import argparse, json, math, os, subprocess, sys, tempfile
+import argparse, json, math, os, random, struct, subprocess, sys, tempfile
 
 BASE = """
 [data]
-source = "factors"
-samples = 187
-test_samples = 150
-factors = 6
-input_dim = 24
+{data_source}
 seed = 3
 {data_extra}
 
 [model]
-hidden = [16, 12]
+{model_shape}
 activation = "{activation}"
 {model_extra}
 
@@ -43,8 +39,8 @@ timings = false
 
 [eval]
 batch_size = 40
-layers = ["h1", "h2"]
-clustering = {{ k = 4, n_init = 2 }}
+layers = {eval_layers}
+clustering = {{ k = 4, n_init = 2{clustering_extra} }}
 mi = {{ sigma2 = 0.1 }}
 """
 
@@ -80,11 +76,67 @@ FAMILIES = {
     "mse": ("linear", "", reg("lsigma", ["h1"], weight=0.5) + reg("l1r", ["h2"], weight=0.001)),
 }
 
+# Models of issue 9 on small files in the exact source formats, written by write_strokes /
+# write_cifar: an LSTM over variable-length pen strokes (Romanov §4.1: lstm → fc1 → one logit,
+# digits grouped 0–4 / 5–9, clustering against the 10 digits at several k), a mirrored conv
+# autoencoder (Kågebäck §3.4: strided convs, fc, code, fc, ConvTranspose2d ×2) and a CNN with
+# padded, strided convolutions.
+FAMILIES.update({
+    "lstm": ("relu", "", reg("lsingle", ["fc1"], margin=1.0) + reg("lmulti", ["fc1"], margin=0.5)
+             + reg("cr", ["lstm"]) + reg("xcov", ["fc1"])),
+    "conv_ae": ("relu", 'batch_norm_layers = ["dec3"]', reg("lsigma", ["code"], weight=0.5)
+                + reg("l1r", ["code"], weight=0.001) + reg("cr", ["fc1"], weight=0.05)),
+    "cnn_pad": ("relu", "", reg("cr", ["fc1"]) + reg("lsingle", ["fc1"], margin=1.0) + reg("l2w", ["conv2"], weight=0.01)),
+})
+
+FACTORS = 'source = "factors"\nsamples = 187\ntest_samples = 150\nfactors = 6\ninput_dim = 24'
+# Per family: (data.source lines, model shape, eval.layers, extra clustering keys).
+SHAPES = {
+    "lstm": ('source = "strokes"\ndir = "{work}/strokes"', 'type = "lstm"\nlstm_hidden = 7\nhidden = [6]',
+             '["lstm", "fc1"]', ", k_values = [2, 3]"),
+    "conv_ae": ('source = "cifar10"\ndir = "{work}/cifar"',
+                'type = "conv_ae"\nlayers = ["conv:4:3:2:1", "conv:5:3:2:1", "fc:12", "fc:5"]',
+                '["conv2", "fc1", "code", "dec1"]', ""),
+    "cnn_pad": ('source = "cifar10"\ndir = "{work}/cifar"',
+                'type = "cnn"\nlayers = ["conv:4:3:1:1", "pool:2", "conv:6:3:2:2", "fc:10"]',
+                '["conv2", "fc1"]', ""),
+}
+
 # Extra [data] / [train] keys of a family.
 EXTRA = {
     "binary": ("relabel = [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]", 'objective = "binary"'),
     "mse": ("pca_dims = 8", 'objective = "mse"'),
+    "lstm": ("relabel = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]", 'objective = "binary"'),
+    "conv_ae": ("", 'objective = "mse"'),
 }
+
+def write_strokes(root, rng):
+    """de Jong's layout: MNIST IDX label files and one `dx dy eos eod` text file per sample, lengths
+    2..11 (the longest sets the padding); the last row of each has eod = 1."""
+    os.makedirs(root)
+    for prefix, idx, count in (("train", "train-labels-idx1-ubyte", 187), ("test", "t10k-labels-idx1-ubyte", 150)):
+        labels = [rng.randrange(10) for _ in range(count)]
+        with open(os.path.join(root, idx), "wb") as f:
+            f.write(struct.pack(">II", 2049, count) + bytes(labels))
+        for i, label in enumerate(labels):
+            rows = [(rng.randrange(-3, 4) + label, rng.randrange(-3, 4) - label // 2, int(rng.random() < 0.2), 0)
+                    for _ in range(rng.randrange(2, 12))]
+            rows[-1] = rows[-1][:2] + (1, 1)
+            with open(os.path.join(root, f"{prefix}img-{i}-inputdata.txt"), "w") as f:
+                f.write("".join(f"{a} {b} {c} {d}\n" for a, b, c, d in rows))
+
+def write_cifar(root, rng):
+    """CIFAR-10 binary records (label byte + 3072 pixel bytes): 5 training batches of 38, 38, 37, 37,
+    37 (187 samples) and a test batch of 150; pixels drift with the label so the classes are learnable."""
+    os.makedirs(root)
+    def batch(path, count):
+        with open(path, "wb") as f:
+            for _ in range(count):
+                label = rng.randrange(10)
+                f.write(bytes([label]) + bytes(min(255, rng.randrange(200) + 5 * label) for _ in range(3072)))
+    for b, count in enumerate((38, 38, 37, 37, 37), start=1):
+        batch(os.path.join(root, f"data_batch_{b}.bin"), count)
+    batch(os.path.join(root, "test_batch.bin"), 150)
 
 def run(cmd, timeout):
     try:
@@ -117,10 +169,17 @@ def main():
     activation, model_extra, regs = FAMILIES[args.family]
     work = tempfile.mkdtemp(prefix=f"repshape-equiv-{args.family}-")
     config = os.path.join(work, "c.toml")
+    source, shape, layers, clustering = SHAPES.get(args.family, (FACTORS, "hidden = [16, 12]", '["h1", "h2"]', ""))
+    rng = random.Random(5)
+    if "strokes" in source:
+        write_strokes(os.path.join(work, "strokes"), rng)
+    if "cifar" in source:
+        write_cifar(os.path.join(work, "cifar"), rng)
     with open(config, "w") as f:
         data_extra, train_extra = EXTRA.get(args.family, ("", ""))
         f.write(BASE.format(activation=activation, model_extra=model_extra, data_extra=data_extra,
-                            train_extra=train_extra) + regs)
+                            train_extra=train_extra, data_source=source.format(work=work), model_shape=shape,
+                            eval_layers=layers, clustering_extra=clustering) + regs)
 
     def train(world, extra=()):
         out = os.path.join(work, f"w{world}{'-'.join(extra)}")

@@ -43,13 +43,9 @@ std::string dataRoot() {
   return (fs::path(home && *home ? home : ".") / ".local" / "share" / "repshape").string();
 }
 
-DataSplits loadData(const DataConfig& config, uint64_t seed) {
-  const uint64_t dataSeed = config.seed ? static_cast<uint64_t>(*config.seed) : seed;
+std::string checkDataAvailable(const DataConfig& config) {
   const std::string& source = config.source;
-  if (source == "projection") return splitSource(generateProjection(config, dataSeed).data, config, dataSeed);
-  if (source == "xor") return splitSource(generateXor(config, dataSeed), config, dataSeed);
-  if (source == "factors") return splitSource(generateFactors(config, dataSeed).data, config, dataSeed);
-
+  if (source == "projection" || source == "xor" || source == "factors") return "";
   const bool known = source == "fashion-mnist" || source == "mnist" || source == "idx" || source == "cifar10" ||
                      source == "cifar100" || source == "strokes";
   if (!known)
@@ -57,6 +53,17 @@ DataSplits loadData(const DataConfig& config, uint64_t seed) {
                     "idx, cifar10, cifar100, strokes, projection, xor, factors");
   const std::string dir = config.dir.empty() ? defaultDir(source) : config.dir;
   requireDirectory(dir, source, hintFor(source));
+  return dir;
+}
+
+DataSplits loadData(const DataConfig& config, uint64_t seed) {
+  const uint64_t dataSeed = config.seed ? static_cast<uint64_t>(*config.seed) : seed;
+  const std::string& source = config.source;
+  if (source == "projection") return splitSource(generateProjection(config, dataSeed).data, config, dataSeed);
+  if (source == "xor") return splitSource(generateXor(config, dataSeed), config, dataSeed);
+  if (source == "factors") return splitSource(generateFactors(config, dataSeed).data, config, dataSeed);
+
+  const std::string dir = checkDataAvailable(config);
   SourceData data;
   if (source == "cifar10") {
     data = loadCifar10(dir);

@@ -41,6 +41,11 @@ struct DataSplits {
 // train_size subset are drawn from one seeded permutation of the training set.
 DataSplits loadData(const DataConfig& config, uint64_t seed);
 
+// The directory a file source reads (data.dir or its default), checked to exist without reading
+// it: a DataError saying where the user puts the files (what `repshape grid --run` checks for every
+// cell before any work). "" for the synthetic generators.
+std::string checkDataAvailable(const DataConfig& config);
+
 // data.relabel and data.pca_dims on split data (Transforms.cpp): labels grouped (originals kept),
 // inputs projected on the training split's top principal components. Throws DataError starting
 // with the key ("data.relabel: …", "data.pca_dims = …").
