@@ -13,7 +13,10 @@ get an EMPTY shard), then compares against a plain single process:
     (Errors and ReLU active-only metrics are discontinuous in the parameters, so they are compared
     where the parameters are the same by construction.)
 Every run has a watchdog: a hang fails the test instead of stalling CI."""
-import argparse, json, math, os, random, struct, subprocess, sys, tempfile
+import argparse, json, math, os, random, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data"))
+from write_formats import write_cifar, write_strokes  # noqa: E402
 
 BASE = """
 [data]
@@ -76,8 +79,7 @@ FAMILIES = {
     "mse": ("linear", "", reg("lsigma", ["h1"], weight=0.5) + reg("l1r", ["h2"], weight=0.001)),
 }
 
-# Models of issue 9 on small files in the exact source formats, written by write_strokes /
-# write_cifar: an LSTM over variable-length pen strokes (Romanov §4.1: lstm → fc1 → one logit,
+# Models of issue 9 on small files in the exact source formats (tests/data/write_formats.py): an LSTM over variable-length pen strokes (Romanov §4.1: lstm → fc1 → one logit,
 # digits grouped 0–4 / 5–9, clustering against the 10 digits at several k), a mirrored conv
 # autoencoder (Kågebäck §3.4: strided convs, fc, code, fc, ConvTranspose2d ×2) and a CNN with
 # padded, strided convolutions.
@@ -109,34 +111,6 @@ EXTRA = {
     "lstm": ("relabel = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]", 'objective = "binary"'),
     "conv_ae": ("", 'objective = "mse"'),
 }
-
-def write_strokes(root, rng):
-    """de Jong's layout: MNIST IDX label files and one `dx dy eos eod` text file per sample, lengths
-    2..11 (the longest sets the padding); the last row of each has eod = 1."""
-    os.makedirs(root)
-    for prefix, idx, count in (("train", "train-labels-idx1-ubyte", 187), ("test", "t10k-labels-idx1-ubyte", 150)):
-        labels = [rng.randrange(10) for _ in range(count)]
-        with open(os.path.join(root, idx), "wb") as f:
-            f.write(struct.pack(">II", 2049, count) + bytes(labels))
-        for i, label in enumerate(labels):
-            rows = [(rng.randrange(-3, 4) + label, rng.randrange(-3, 4) - label // 2, int(rng.random() < 0.2), 0)
-                    for _ in range(rng.randrange(2, 12))]
-            rows[-1] = rows[-1][:2] + (1, 1)
-            with open(os.path.join(root, f"{prefix}img-{i}-inputdata.txt"), "w") as f:
-                f.write("".join(f"{a} {b} {c} {d}\n" for a, b, c, d in rows))
-
-def write_cifar(root, rng):
-    """CIFAR-10 binary records (label byte + 3072 pixel bytes): 5 training batches of 38, 38, 37, 37,
-    37 (187 samples) and a test batch of 150; pixels drift with the label so the classes are learnable."""
-    os.makedirs(root)
-    def batch(path, count):
-        with open(path, "wb") as f:
-            for _ in range(count):
-                label = rng.randrange(10)
-                f.write(bytes([label]) + bytes(min(255, rng.randrange(200) + 5 * label) for _ in range(3072)))
-    for b, count in enumerate((38, 38, 37, 37, 37), start=1):
-        batch(os.path.join(root, f"data_batch_{b}.bin"), count)
-    batch(os.path.join(root, "test_batch.bin"), 150)
 
 def run(cmd, timeout):
     try:
