@@ -86,6 +86,9 @@ FAMILIES = {
 FAMILIES.update({
     "lstm": ("relu", "", reg("lsingle", ["fc1"], margin=1.0) + reg("lmulti", ["fc1"], margin=0.5)
              + reg("cr", ["lstm"]) + reg("xcov", ["fc1"])),
+    # Batch norm on the deconv map dec3 (per channel). On the ReLU fc layer dec2 this tiny config is
+    # chaotic: ONE process with train.threads = 2 instead of 1 leaves the trajectory at step 7 just
+    # as W = 2 does (first-step gradients still agree to 6e-8).
     "conv_ae": ("relu", 'batch_norm_layers = ["dec3"]', reg("lsigma", ["code"], weight=0.5)
                 + reg("l1r", ["code"], weight=0.001) + reg("cr", ["fc1"], weight=0.05)),
     "cnn_pad": ("relu", "", reg("cr", ["fc1"]) + reg("lsingle", ["fc1"], margin=1.0) + reg("l2w", ["conv2"], weight=0.01)),
