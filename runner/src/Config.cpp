@@ -98,12 +98,14 @@ const std::vector<Field<DataConfig>>& dataFields() {
 
 const std::vector<Field<ModelConfig>>& modelFields() {
   static const std::vector<Field<ModelConfig>> fields = {
-      detail::stringField<ModelConfig>("type", &ModelConfig::type, {"mlp", "cnn"}),
+      detail::stringField<ModelConfig>("type", &ModelConfig::type, {"mlp", "cnn", "lstm", "conv_ae"}),
       detail::stringField<ModelConfig>("activation", &ModelConfig::activation,
                                        {"relu", "leaky_relu", "sigmoid", "tanh", "linear"}),
       detail::doubleField<ModelConfig>("leaky_slope", &ModelConfig::leakySlope, 0.0, 1.0),
       detail::intListField<ModelConfig>("hidden", &ModelConfig::hidden, 1),
       detail::stringListField<ModelConfig>("layers", &ModelConfig::layers),
+      detail::intField<ModelConfig>("lstm_hidden", &ModelConfig::lstmHidden, 1, 1 << 20),
+      detail::intField<ModelConfig>("lstm_layers", &ModelConfig::lstmLayers, 1, 64),
       detail::doubleField<ModelConfig>("dropout", &ModelConfig::dropout, 0.0, 1.0),
       detail::stringListField<ModelConfig>("dropout_layers", &ModelConfig::dropoutLayers),
       detail::stringListField<ModelConfig>("batch_norm_layers", &ModelConfig::batchNormLayers),
@@ -150,6 +152,7 @@ const std::vector<Field<ClusteringConfig>>& clusteringFields() {
       detail::doubleField<ClusteringConfig>("tol", &ClusteringConfig::tol, 0.0),
       detail::stringField<ClusteringConfig>("normalization", &ClusteringConfig::normalization,
                                             {"arithmetic", "max", "geometric", "min"}),
+      detail::intListField<ClusteringConfig>("k_values", &ClusteringConfig::kValues, 1),
   };
   return fields;
 }
@@ -311,19 +314,36 @@ void validateCrossFields(const Config& config, const toml::table& root, const Pa
   auto modelNode = [&](const char* key) -> const toml::node* {
     return model && model->is_table() ? model->as_table()->get(key) : nullptr;
   };
-  if (config.model.type == "cnn") {
+  const bool autoencoder = config.model.type == "conv_ae";
+  if (config.model.type == "cnn" || autoencoder) {
     const toml::node* layersNode = modelNode("layers");
-    for (std::size_t i = 0; i < config.model.layers.size(); ++i) {
+    const std::size_t count = config.model.layers.size();
+    for (std::size_t i = 0; i < count; ++i) {
+      const toml::node* item = layersNode && layersNode->is_array() ? layersNode->as_array()->get(i) : nullptr;
+      const std::string key = "model.layers[" + std::to_string(i) + "]";
+      auto fail = [&](const std::string& what) {
+        if (item) ctx.fail(*item, key, "'" + config.model.layers[i] + "': " + what);
+        throw ConfigError(ctx.file + ": " + key + ": '" + config.model.layers[i] + "': " + what);
+      };
+      LayerSpec spec;
       try {
-        parseLayerSpec(config.model.layers[i]);
+        spec = parseLayerSpec(config.model.layers[i]);
       } catch (const std::invalid_argument& e) {
-        const toml::node* item = layersNode && layersNode->is_array() ? layersNode->as_array()->get(i) : nullptr;
-        const std::string key = "model.layers[" + std::to_string(i) + "]";
-        const std::string what = "'" + config.model.layers[i] + "': " + e.what();
-        if (item) ctx.fail(*item, key, what);
-        throw ConfigError(ctx.file + ": " + key + ": " + what);
+        fail(e.what());
       }
+      // The decoder mirrors the encoder layer by layer; max pooling has no exact mirror.
+      if (autoencoder && spec.kind == LayerSpec::Kind::Pool)
+        fail("a conv_ae encoder has conv and fc layers only (pooling is not mirrored; use a strided conv)");
+      if (autoencoder && i + 1 == count && spec.kind != LayerSpec::Kind::Fc)
+        fail("the last conv_ae encoder layer is the code and must be fc:WIDTH, e.g. \"fc:84\"");
     }
+  }
+  if (autoencoder && config.train.objective != "mse") {
+    const toml::node* train = root.get("train");
+    const toml::node* objective = train && train->is_table() ? train->as_table()->get("objective") : nullptr;
+    ctx.fail(objective ? objective->source() : (modelNode("type") ? modelNode("type")->source() : toml::source_region{}),
+             "train.objective", "model.type = \"conv_ae\" reconstructs its input; set train.objective = \"mse\" (got \"" +
+                                    config.train.objective + "\")");
   }
   if (config.model.type == "mlp" && config.model.hidden.empty())
     ctx.fail(modelNode("hidden") ? modelNode("hidden")->source() : toml::source_region{}, "model.hidden",
@@ -351,6 +371,8 @@ void validateCrossFields(const Config& config, const toml::table& root, const Pa
               "eval.layers", ctx);
   if (config.model.type == "cnn" && config.model.layers.empty())
     throw ConfigError(ctx.file + ": model.layers: a cnn needs at least one layer, e.g. [\"conv:32:3\", \"fc:128\"]");
+  if (autoencoder && config.model.layers.empty())
+    throw ConfigError(ctx.file + ": model.layers: a conv_ae needs its encoder, e.g. [\"conv:32:5:2\", \"fc:100\", \"fc:84\"]");
 
   const toml::array* regs = root.get("regularizer") ? root.get("regularizer")->as_array() : nullptr;
   for (std::size_t i = 0; i < config.regularizers.size(); ++i) {
@@ -450,6 +472,11 @@ std::vector<std::string> modelLayerNames(const ModelConfig& model) {
     for (std::size_t i = 0; i < model.hidden.size(); ++i) names.push_back("h" + std::to_string(i + 1));
     return names;
   }
+  if (model.type == "lstm") {
+    names.push_back("lstm");
+    for (std::size_t i = 0; i < model.hidden.size(); ++i) names.push_back("fc" + std::to_string(i + 1));
+    return names;
+  }
   int conv = 0, pool = 0, fc = 0;
   for (const auto& layer : model.layers) {
     const std::string kind = layer.substr(0, layer.find(':'));
@@ -457,6 +484,12 @@ std::vector<std::string> modelLayerNames(const ModelConfig& model) {
     else if (kind == "pool") names.push_back("pool" + std::to_string(++pool));
     else if (kind == "fc") names.push_back("fc" + std::to_string(++fc));
     else throw ConfigError("model.layers: '" + layer + "': expected conv:OUT:KERNEL[:STRIDE[:PAD]], pool:SIZE or fc:OUT");
+  }
+  if (model.type == "conv_ae" && !names.empty()) {
+    // Encoder …, code; decoder dec1 … dec(L-1), then "out" (the mirror of the first encoder layer).
+    names.back() = "code";
+    const std::size_t encoder = names.size();
+    for (std::size_t i = 1; i < encoder; ++i) names.push_back("dec" + std::to_string(i));
   }
   return names;
 }

@@ -45,10 +45,16 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string type = "mlp";                 // mlp | cnn
+  // mlp | cnn | lstm | conv_ae. lstm: an LSTM over sequences [T, F] whose hidden state at each
+  // sequence's last step is layer "lstm", then `hidden` FC layers fc1, fc2, … (Romanov §4.1).
+  // conv_ae: `layers` is the encoder (conv… then fc…; the last fc is the code, named "code"), the
+  // decoder mirrors it (dec1, dec2, …, out; ConvTranspose2d for convs); objective "mse" (Kågebäck §3.4).
+  std::string type = "mlp";
   std::string activation = "relu";          // relu | leaky_relu | sigmoid | tanh | linear
   double leakySlope = 0.01;
-  std::vector<int64_t> hidden = {100};      // MLP hidden widths; layers are named h1, h2, …
+  std::vector<int64_t> hidden = {100};      // MLP hidden widths (h1, h2, …); lstm: FC widths (fc1, …)
+  int64_t lstmHidden = 128;                 // lstm: hidden (and cell) state size H
+  int64_t lstmLayers = 1;                   // lstm: stacked LSTM layers
   // CNN: e.g. ["conv:32:3", "conv:32:3", "pool:2", "conv:64:3", "conv:64:3", "pool:2", "fc:128"];
   // layers are named conv1…, pool1…, fc1…; the output layer is always "out".
   std::vector<std::string> layers;
@@ -89,6 +95,9 @@ struct ClusteringConfig {
   int64_t maxIter = 300;
   double tol = 1e-4;
   std::string normalization = "arithmetic";  // arithmetic | max | geometric
+  // Also cluster with each of these k: result keys "ami@k=K" and "nmi@k=K" (Romanov's AMI vs the
+  // number of clusters); the plain ami / nmi keep using `k`.
+  std::vector<int64_t> kValues;
 };
 
 struct MiConfig {
@@ -148,18 +157,20 @@ Config loadConfig(const std::string& path, const std::vector<std::string>& overr
 
 // One entry of model.layers, parsed: conv:OUT:KERNEL[:STRIDE[:PAD]], pool:SIZE or fc:OUT.
 struct LayerSpec {
-  enum class Kind { Conv, Pool, Fc } kind = Kind::Fc;
+  // Lstm and Deconv are never parsed from text: planModel makes them for type lstm / conv_ae.
+  enum class Kind { Conv, Pool, Fc, Lstm, Deconv } kind = Kind::Fc;
   int64_t out = 0;     // conv channels / fc width
   int64_t kernel = 0;  // conv
   int64_t stride = 1;  // conv
   int64_t pad = 0;     // conv (default kernel / 2)
   int64_t pool = 0;    // pool window and stride
+  int64_t layers = 1;  // lstm: stacked layers
 };
 // Throws std::invalid_argument saying what is wrong with `spec` (without a location).
 LayerSpec parseLayerSpec(const std::string& spec);
 
-// Names of the model's hidden layers in order (h1…hL for an MLP; conv1/pool1/fc1… for a CNN);
-// the output layer is always "out".
+// Names of the model's hidden layers in order (h1…hL for an MLP; conv1/pool1/fc1… for a CNN;
+// lstm, fc1… for an LSTM; conv1…, fc1…, code, dec1… for a conv_ae); the output layer is always "out".
 std::vector<std::string> modelLayerNames(const ModelConfig& model);
 
 // The fully resolved configuration (defaults filled in) as TOML text.

@@ -133,6 +133,11 @@ SplitResult Trainer::evaluate(
         options.seed = config_.train.seed;
         for (const auto& [name, value] : reg::clusterAndScore(local, fine, options, reducer).metrics())
           values.emplace_back(name, toDouble(value));
+        for (const int64_t k : c->kValues) {  // AMI / NMI against the number of clusters
+          options.k = k;
+          for (const auto& [name, value] : reg::clusterAndScore(local, fine, options, reducer).metrics())
+            if (name == "ami" || name == "nmi") values.emplace_back(name + "@k=" + std::to_string(k), toDouble(value));
+        }
       }
       if (const auto& mi = config_.eval.mi) {
         reg::InformationBoundsOptions options;

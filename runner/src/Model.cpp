@@ -1,7 +1,5 @@
 #include "Model.h"
 
-#include "Objective.h"
-
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <sstream>
@@ -27,83 +25,15 @@ bool listed(const std::vector<std::string>& names, const std::string& name) {
 
 }  // namespace
 
-ModelPlan planModel(const Config& config, const std::vector<int64_t>& sampleShape, int64_t numClasses) {
-  const ModelConfig& model = config.model;
-  if (sampleShape.empty()) throw ConfigError(config.where("data.source") + ": data: empty sample shape");
-  const std::vector<std::string> names = modelLayerNames(model);
-  ModelPlan plan;
-  std::vector<int64_t> shape = sampleShape;  // [C, H, W] (images) or [F] (flat)
-  auto flatWidth = [&] {
-    int64_t w = 1;
-    for (int64_t d : shape) w *= d;
-    return w;
-  };
-  auto add = [&](const std::string& name, const LayerSpec& spec, std::vector<int64_t> out, int64_t parameters) {
-    LayerPlan layer;
-    layer.name = name;
-    layer.spec = spec;
-    layer.inShape = shape;
-    layer.outShape = out;
-    layer.parameters = parameters;
-    shape = std::move(out);
-    layer.width = flatWidth();
-    plan.parameters += parameters;
-    plan.activationsPerSample += layer.width;
-    plan.layers.push_back(std::move(layer));
-  };
-  auto fc = [&](const std::string& name, int64_t out) {
-    LayerSpec spec;
-    spec.out = out;
-    add(name, spec, {out}, (flatWidth() + 1) * out);
-  };
-  if (model.type == "mlp") {
-    for (std::size_t i = 0; i < model.hidden.size(); ++i) fc(names[i], model.hidden[i]);
-  } else {
-    for (std::size_t i = 0; i < model.layers.size(); ++i) {
-      const std::string where = config.where("model.layers") + ": model.layers[" + std::to_string(i) + "]: '" +
-                                model.layers[i] + "'";
-      const LayerSpec spec = parseLayerSpec(model.layers[i]);  // syntax was checked by loadConfig
-      if (spec.kind == LayerSpec::Kind::Fc) {
-        fc(names[i], spec.out);
-        continue;
-      }
-      if (shape.size() != 3)
-        throw ConfigError(where + ": needs an image input [C, H, W]; the input here is flat [" +
-                          std::to_string(flatWidth()) + "] (after an fc layer only fc may follow)");
-      std::vector<int64_t> out;
-      int64_t parameters = 0;
-      if (spec.kind == LayerSpec::Kind::Conv) {
-        out = {spec.out, (shape[1] + 2 * spec.pad - spec.kernel) / spec.stride + 1,
-               (shape[2] + 2 * spec.pad - spec.kernel) / spec.stride + 1};
-        parameters = (shape[0] * spec.kernel * spec.kernel + 1) * spec.out;
-      } else {
-        out = {shape[0], shape[1] / spec.pool, shape[2] / spec.pool};
-      }
-      if (out[1] <= 0 || out[2] <= 0)
-        throw ConfigError(where + ": shrinks the " + std::to_string(shape[1]) + "x" + std::to_string(shape[2]) +
-                          " feature map to nothing");
-      add(names[i], spec, out, parameters);
-    }
-  }
-  fc("out", outputWidth(config.train.objective, sampleShape, numClasses));  // K, 1 or D (Objective.h)
-  for (auto& layer : plan.layers) {
-    if (!listed(model.batchNormLayers, layer.name)) continue;
-    if (layer.spec.kind == LayerSpec::Kind::Pool)
-      throw ConfigError(config.where("model.batch_norm_layers") + ": model.batch_norm_layers: batch norm after pooling layer '" +
-                        layer.name + "' is not supported; put it on the conv layer before");
-    const int64_t features = layer.outShape[0];
-    layer.parameters += 2 * features;
-    plan.parameters += 2 * features;
-  }
-  return plan;
-}
-
 NetworkImpl::NetworkImpl(const ModelConfig& config, const ModelPlan& plan) : config_(config) {
   for (const LayerPlan& p : plan.layers) {
     Layer layer;
     layer.name = p.name;
     layer.width = p.width;
-    layer.activate = p.name != "out";
+    layer.features = p.outShape[0];  // channels of a map, or the width
+    layer.inShape = p.inShape;
+    // Pooling, the LSTM's state (already tanh-squashed), a conv_ae code and "out" are not activated.
+    layer.activate = p.name != "out" && p.name != "code";
     switch (p.spec.kind) {
       case LayerSpec::Kind::Fc: {
         int64_t in = 1;
@@ -118,6 +48,25 @@ NetworkImpl::NetworkImpl(const ModelConfig& config, const ModelPlan& plan) : con
             p.name, torch::nn::Conv2d(torch::nn::Conv2dOptions(p.inShape[0], p.spec.out, p.spec.kernel)
                                           .stride(p.spec.stride)
                                           .padding(p.spec.pad)));
+        break;
+      case LayerSpec::Kind::Deconv: {
+        // output_padding restores the mirrored conv's input size exactly: out = (in−1)·s − 2p + k + op.
+        auto outputPadding = [&](int d) {
+          return p.outShape[d] - ((p.inShape[d] - 1) * p.spec.stride - 2 * p.spec.pad + p.spec.kernel);
+        };
+        layer.kind = Kind::Deconv;
+        layer.deconv = register_module(
+            p.name, torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(p.inShape[0], p.spec.out, p.spec.kernel)
+                                                   .stride(p.spec.stride)
+                                                   .padding(p.spec.pad)
+                                                   .output_padding({outputPadding(1), outputPadding(2)})));
+        break;
+      }
+      case LayerSpec::Kind::Lstm:
+        layer.kind = Kind::Lstm;
+        layer.activate = false;
+        layer.lstm = register_module(
+            p.name, torch::nn::LSTM(torch::nn::LSTMOptions(p.inShape[1], p.spec.out).num_layers(p.spec.layers).batch_first(true)));
         break;
       case LayerSpec::Kind::Pool:
         layer.kind = Kind::Pool;
@@ -135,7 +84,7 @@ NetworkImpl::NetworkImpl(const ModelConfig& config, const ModelPlan& plan) : con
       layer.dropout = config.dropout;
     if (listed(config.batchNormLayers, layer.name)) {
       layer.batchNorm = true;
-      const int64_t features = layer.kind == Kind::Linear ? layer.width : layer.conv->options.out_channels();
+      const int64_t features = layer.features;
       layer.bnWeight = register_parameter(layer.name + "_bn_weight", torch::ones({features}));
       layer.bnBias = register_parameter(layer.name + "_bn_bias", torch::zeros({features}));
       layer.runningMean = register_buffer(layer.name + "_bn_mean", torch::zeros({features}));
@@ -218,13 +167,30 @@ torch::Tensor NetworkImpl::forward(const torch::Tensor& input, const ForwardCont
         break;
       case Kind::Conv: x = layer.conv->forward(x); break;
       case Kind::Pool: x = torch::max_pool2d(x, layer.poolSize); break;
+      case Kind::Deconv:
+        if (x.dim() == 2) x = x.view({x.size(0), layer.inShape[0], layer.inShape[1], layer.inShape[2]});
+        x = layer.deconv->forward(x);
+        break;
+      case Kind::Lstm: x = lastStates(layer, x); break;
     }
     if (layer.activate) x = activation(x);
     if (captured && layer.captureSlot >= 0) (*captured)[layer.captureSlot] = x.dim() == 2 ? x : x.flatten(1);
     if (layer.batchNorm) x = applyBatchNorm(layer, x, context);
     if (layer.dropout > 0) x = applyDropout(layer, i, x, context);
   }
-  return x;
+  return x.dim() == 2 ? x : x.flatten(1);  // a conv_ae's "out" map, flattened like its target
+}
+
+torch::Tensor NetworkImpl::lastStates(Layer& layer, const torch::Tensor& x) {
+  // x [n, T, F], zero-padded after each sequence: a sequence ends at its last row that is not all
+  // zero (strokes: the eod row, as data::sequenceLengths). The LSTM is causal, so its output at
+  // that step ignores the padding behind it: exact per sample, for any batch split across ranks.
+  const int64_t n = x.size(0), steps = x.size(1);
+  const torch::Tensor position = torch::arange(1, steps + 1, x.options().dtype(torch::kLong));
+  const torch::Tensor lengths = x.ne(0).any(2).to(torch::kLong).mul(position).amax(1);  // [n]
+  const torch::Tensor outputs = std::get<0>(layer.lstm->forward(x));                   // [n, T, H]
+  const torch::Tensor last = (lengths - 1).clamp_min(0).view({n, 1, 1}).expand({n, 1, outputs.size(2)});
+  return outputs.gather(1, last).squeeze(1);  // [n, H]; an all-zero sequence reads its first step
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> NetworkImpl::weightMatrices() const {
@@ -232,6 +198,11 @@ std::vector<std::pair<std::string, torch::Tensor>> NetworkImpl::weightMatrices()
   for (const auto& layer : layers_) {
     if (layer.kind == Kind::Linear) weights.emplace_back(layer.name, layer.linear->weight);
     if (layer.kind == Kind::Conv) weights.emplace_back(layer.name, layer.conv->weight.flatten(1));
+    // ConvTranspose2d keeps [in, out, k, k]: one row per output channel, like a conv.
+    if (layer.kind == Kind::Deconv) weights.emplace_back(layer.name, layer.deconv->weight.transpose(0, 1).flatten(1));
+    if (layer.kind == Kind::Lstm)  // "lstm.weight_ih_l0", "lstm.weight_hh_l0", …: [4H, in] / [4H, H]
+      for (const auto& item : layer.lstm->named_parameters(false))
+        if (item.key().rfind("weight", 0) == 0) weights.emplace_back(layer.name + "." + item.key(), item.value());
   }
   return weights;
 }

@@ -1,6 +1,7 @@
 #pragma once
-// The networks of the papers: an MLP (Choi, Simon, Kågebäck XOR) and a small CNN (Choi Table 7),
-// built from ModelConfig with every layer addressable by name (h1…, conv1…, pool1…, fc1…, out) so
+// The networks of the papers: an MLP (Choi, Simon, Kågebäck XOR), a CNN (Choi Table 7, Romanov's
+// VGG-style net), an LSTM over pen strokes (Romanov §4.1) and a mirrored convolutional autoencoder
+// (Kågebäck §3.4), built from ModelConfig with every layer addressable by name (h1…, conv1…, pool1…, fc1…, out) so
 // penalties, dropout and batch norm can target it.
 //
 // Layer order inside one named layer: affine (Linear/Conv) → activation → [captured here: the
@@ -35,9 +36,9 @@ struct ForwardContext {
 // a tensor: every layer is validated (shapes through the CNN, batch-norm placement) and the run is
 // sized (parameters, activations) before any work starts. The Network is built from this plan.
 struct LayerPlan {
-  std::string name;  // h1…, conv1…, pool1…, fc1…, out
-  LayerSpec spec;    // MLP hidden layers and "out" are Fc
-  std::vector<int64_t> inShape, outShape;  // [C, H, W] or [F] per sample
+  std::string name;  // h1…, conv1…, pool1…, fc1…, lstm, code, dec1…, out
+  LayerSpec spec;    // MLP hidden layers and "out" are Fc (a conv_ae's "out" may be Deconv)
+  std::vector<int64_t> inShape, outShape;  // [C, H, W], [T, F] (lstm input) or [F] per sample
   int64_t parameters = 0;                  // weights + biases (+ batch-norm scale and shift)
   int64_t width = 0;                       // features per sample after the layer
 };
@@ -48,7 +49,7 @@ struct ModelPlan {
   int64_t activationsPerSample = 0;  // Σ widths (what one sample keeps for backward, roughly)
 };
 
-// Throws ConfigError located at the model keys (config.where("model.layers") …).
+// Throws ConfigError located at the model keys (config.where("model.layers") …). ModelPlan.cpp.
 ModelPlan planModel(const Config& config, const std::vector<int64_t>& sampleShape, int64_t numClasses);
 
 class NetworkImpl : public torch::nn::Module {
@@ -63,7 +64,8 @@ class NetworkImpl : public torch::nn::Module {
   void setCaptureLayers(const std::vector<std::string>& names);
   const std::vector<std::string>& captureLayers() const { return captureNames_; }
 
-  // Affine weights by layer name: Linear [out, in]; conv kernels flattened to [out, in·k·k].
+  // Affine weights by layer name: Linear [out, in]; conv and deconv kernels flattened to
+  // [out, in·k·k]; the LSTM's as "lstm.weight_ih_l0" [4H, in], "lstm.weight_hh_l0" [4H, H], ….
   std::vector<std::pair<std::string, torch::Tensor>> weightMatrices() const;
   std::vector<std::string> layerNames() const;
   // Width (features per sample) of each named layer's output.
@@ -71,12 +73,15 @@ class NetworkImpl : public torch::nn::Module {
   bool isReluLayer(const std::string& name) const;
 
  private:
-  enum class Kind { Linear, Conv, Pool };
+  enum class Kind { Linear, Conv, Pool, Deconv, Lstm };
   struct Layer {
     std::string name;
     Kind kind = Kind::Linear;
     torch::nn::Linear linear{nullptr};
     torch::nn::Conv2d conv{nullptr};
+    torch::nn::ConvTranspose2d deconv{nullptr};
+    torch::nn::LSTM lstm{nullptr};
+    std::vector<int64_t> inShape;  // per sample: a flat input to a deconv is viewed as this map
     int64_t poolSize = 0;
     bool activate = false;
     // Batch norm over the global batch (per feature, or per channel for conv layers).
@@ -85,7 +90,11 @@ class NetworkImpl : public torch::nn::Module {
     double dropout = 0.0;
     int captureSlot = -1;  // index into `captured`, or -1
     int64_t width = 0;     // features per sample after this layer
+    int64_t features = 0;  // batch-norm features: channels of a map, or the width
   };
+
+  // The LSTM's hidden state at each sequence's last valid step: [n, T, F] → [n, H].
+  torch::Tensor lastStates(Layer& layer, const torch::Tensor& x);
 
   torch::Tensor activation(const torch::Tensor& x) const;
   torch::Tensor applyBatchNorm(Layer& layer, const torch::Tensor& x, const ForwardContext& context);

@@ -87,7 +87,8 @@ void validateRun(const Config& config, const data::DataSplits& data, const Model
                   bytes / (1 << 30), static_cast<long long>(plan.parameters),
                   static_cast<long long>(plan.activationsPerSample), static_cast<long long>(batchRows),
                   share / (1 << 30), std::max(launcherLocalSize(), 1));
-    const std::string key = config.model.type == "mlp" ? "model.hidden" : "model.layers";
+    const std::string& type = config.model.type;
+    const std::string key = type == "mlp" ? "model.hidden" : type == "lstm" ? "model.lstm_hidden" : "model.layers";
     throw ConfigError(config.where(key) + ": " + key + ": " + text);
   }
 }

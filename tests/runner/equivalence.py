@@ -16,20 +16,19 @@ Every run has a watchdog: a hang fails the test instead of stalling CI.
 --stats-path packed|gather forces how every statistics layer crosses ranks (REPSHAPE_STATS_PATH;
 the default, auto, picks per layer the path with fewer bytes), so both exact paths are held to
 the same bounds."""
-import argparse, json, math, os, subprocess, sys, tempfile
+import argparse, json, math, os, random, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data"))
+from write_formats import write_cifar, write_strokes  # noqa: E402
 
 BASE = """
 [data]
-source = "factors"
-samples = 187
-test_samples = 150
-factors = 6
-input_dim = 24
+{data_source}
 seed = 3
 {data_extra}
 
 [model]
-hidden = [16, 12]
+{model_shape}
 activation = "{activation}"
 {model_extra}
 
@@ -46,8 +45,8 @@ timings = false
 
 [eval]
 batch_size = 40
-layers = ["h1", "h2"]
-clustering = {{ k = 4, n_init = 2 }}
+layers = {eval_layers}
+clustering = {{ k = 4, n_init = 2{clustering_extra} }}
 mi = {{ sigma2 = 0.1 }}
 """
 
@@ -83,10 +82,40 @@ FAMILIES = {
     "mse": ("linear", "", reg("lsigma", ["h1"], weight=0.5) + reg("l1r", ["h2"], weight=0.001)),
 }
 
+# Models of issue 9 on small files in the exact source formats (tests/data/write_formats.py): an LSTM over variable-length pen strokes (Romanov §4.1: lstm → fc1 → one logit,
+# digits grouped 0–4 / 5–9, clustering against the 10 digits at several k), a mirrored conv
+# autoencoder (Kågebäck §3.4: strided convs, fc, code, fc, ConvTranspose2d ×2) and a CNN with
+# padded, strided convolutions.
+FAMILIES.update({
+    "lstm": ("relu", "", reg("lsingle", ["fc1"], margin=1.0) + reg("lmulti", ["fc1"], margin=0.5)
+             + reg("cr", ["lstm"]) + reg("xcov", ["fc1"])),
+    # Batch norm on the deconv map dec3 (per channel). On the ReLU fc layer dec2 this tiny config is
+    # chaotic: ONE process with train.threads = 2 instead of 1 leaves the trajectory at step 7 just
+    # as W = 2 does (first-step gradients still agree to 6e-8).
+    "conv_ae": ("relu", 'batch_norm_layers = ["dec3"]', reg("lsigma", ["code"], weight=0.5)
+                + reg("l1r", ["code"], weight=0.001) + reg("cr", ["fc1"], weight=0.05)),
+    "cnn_pad": ("relu", "", reg("cr", ["fc1"]) + reg("lsingle", ["fc1"], margin=1.0) + reg("l2w", ["conv2"], weight=0.01)),
+})
+
+FACTORS = 'source = "factors"\nsamples = 187\ntest_samples = 150\nfactors = 6\ninput_dim = 24'
+# Per family: (data.source lines, model shape, eval.layers, extra clustering keys).
+SHAPES = {
+    "lstm": ('source = "strokes"\ndir = "{work}/strokes"', 'type = "lstm"\nlstm_hidden = 7\nhidden = [6]',
+             '["lstm", "fc1"]', ", k_values = [2, 3]"),
+    "conv_ae": ('source = "cifar10"\ndir = "{work}/cifar"',
+                'type = "conv_ae"\nlayers = ["conv:4:3:2:1", "conv:5:3:2:1", "fc:12", "fc:5"]',
+                '["conv2", "fc1", "code", "dec1"]', ""),
+    "cnn_pad": ('source = "cifar10"\ndir = "{work}/cifar"',
+                'type = "cnn"\nlayers = ["conv:4:3:1:1", "pool:2", "conv:6:3:2:2", "fc:10"]',
+                '["conv2", "fc1"]', ""),
+}
+
 # Extra [data] / [train] keys of a family.
 EXTRA = {
     "binary": ("relabel = [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]", 'objective = "binary"'),
     "mse": ("pca_dims = 8", 'objective = "mse"'),
+    "lstm": ("relabel = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]", 'objective = "binary"'),
+    "conv_ae": ("", 'objective = "mse"'),
 }
 
 def run(cmd, timeout, env=None):
@@ -123,10 +152,17 @@ def main():
     activation, model_extra, regs = FAMILIES[args.family]
     work = tempfile.mkdtemp(prefix=f"repshape-equiv-{args.family}-")
     config = os.path.join(work, "c.toml")
+    source, shape, layers, clustering = SHAPES.get(args.family, (FACTORS, "hidden = [16, 12]", '["h1", "h2"]', ""))
+    rng = random.Random(5)
+    if "strokes" in source:
+        write_strokes(os.path.join(work, "strokes"), rng)
+    if "cifar" in source:
+        write_cifar(os.path.join(work, "cifar"), rng)
     with open(config, "w") as f:
         data_extra, train_extra = EXTRA.get(args.family, ("", ""))
         f.write(BASE.format(activation=activation, model_extra=model_extra, data_extra=data_extra,
-                            train_extra=train_extra) + regs)
+                            train_extra=train_extra, data_source=source.format(work=work), model_shape=shape,
+                            eval_layers=layers, clustering_extra=clustering) + regs)
 
     def train(world, extra=()):
         out = os.path.join(work, f"w{world}{'-'.join(extra)}")
