@@ -3,6 +3,8 @@
 
 #include "KernelLogSums.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -71,57 +73,63 @@ std::pair<torch::Tensor, torch::Tensor> rowLogSumsMixed(const ClassSortedRows& s
   const int64_t classBegin = sorted.start[k], classEnd = classBegin + sorted.count[k];
   auto out = torch::empty({count, kColumns}, torch::kFloat64);
   auto error = torch::empty({count, kColumns}, torch::kFloat64);
-  auto tile = torch::empty({kTileRows, kTileColumns}, torch::kFloat32);
-  auto e = torch::empty_like(tile), e2 = torch::empty_like(tile);
-  for (int64_t start = 0; start < count; start += kTileRows) {
-    const int64_t b = std::min(kTileRows, count - start);
-    const int64_t first = begin + start;
-    auto sums = torch::zeros({b, kColumns}, torch::kFloat64);   // S, accumulated in fp64
-    auto second = torch::zeros({kColumns, b, 3}, torch::kFloat64);  // Σ_j e²·(1, n_j, n_j²)
-    const auto a = left.narrow(0, start, b);
-    for (int64_t j0 = 0; j0 < total; j0 += kTileColumns) {
-      const int64_t width = std::min(kTileColumns, total - j0);
-      auto d = tile.narrow(0, 0, b).narrow(1, 0, width);
-      at::mm_out(d, a, right.narrow(0, j0, width).t());  // [b, width] = D
-      // j = i is left out here (exp → 0) and added exactly below.
-      if (first - j0 > -b && first - j0 < width) d.diagonal(first - j0).fill_(kFarAway);
-      const int64_t lo = std::max(j0, classBegin) - j0, hi = std::min(j0 + width, classEnd) - j0;
-      const auto m = moments.narrow(0, j0, width);
-      auto x = e.narrow(0, 0, b).narrow(1, 0, width);
-      auto x2 = e2.narrow(0, 0, b).narrow(1, 0, width);
+  const int64_t blocks = (count + kTileRows - 1) / kTileRows;
+  // Row blocks are independent: a thread takes whole blocks with its own tiles (ATen ops inside
+  // a parallel region run single-threaded), writing disjoint rows of `out` and `error`.
+  at::parallel_for(0, blocks, 1, [&](int64_t blockBegin, int64_t blockEnd) {
+    auto tile = torch::empty({kTileRows, kTileColumns}, torch::kFloat32);
+    auto e = torch::empty_like(tile), e2 = torch::empty_like(tile);
+    for (int64_t start = blockBegin * kTileRows; start < std::min(count, blockEnd * kTileRows);
+         start += kTileRows) {
+      const int64_t b = std::min(kTileRows, count - start);
+      const int64_t first = begin + start;
+      auto sums = torch::zeros({b, kColumns}, torch::kFloat64);   // S, accumulated in fp64
+      auto second = torch::zeros({kColumns, b, 3}, torch::kFloat64);  // Σ_j e²·(1, n_j, n_j²)
+      const auto a = left.narrow(0, start, b);
+      for (int64_t j0 = 0; j0 < total; j0 += kTileColumns) {
+        const int64_t width = std::min(kTileColumns, total - j0);
+        auto d = tile.narrow(0, 0, b).narrow(1, 0, width);
+        at::mm_out(d, a, right.narrow(0, j0, width).t());  // [b, width] = D
+        // j = i is left out here (exp → 0) and added exactly below.
+        if (first - j0 > -b && first - j0 < width) d.diagonal(first - j0).fill_(kFarAway);
+        const int64_t lo = std::max(j0, classBegin) - j0, hi = std::min(j0 + width, classEnd) - j0;
+        const auto m = moments.narrow(0, j0, width);
+        auto x = e.narrow(0, 0, b).narrow(1, 0, width);
+        auto x2 = e2.narrow(0, 0, b).narrow(1, 0, width);
+        for (const auto& [c, all, cls] : {std::tuple{8.0, kLowerAll, kLowerClass},
+                                           std::tuple{2.0, kUpperAll, kUpperClass}}) {
+          // Unclamped: a D rounded below zero is within the error model (e^{+tiny}), and pairs far
+          // enough to underflow contribute nothing next to S ≥ 1.
+          at::mul_out(x, d, at::Scalar(-1.0 / (c * sigma2))).exp_();
+          at::mul_out(x2, x, x);
+          sums.select(1, all).add_(x.sum(1, false, torch::kFloat64));
+          second[all].add_(x2.mm(m));
+          if (hi > lo) {
+            sums.select(1, cls).add_(x.narrow(1, lo, hi - lo).sum(1, false, torch::kFloat64));
+            second[cls].add_(x2.narrow(1, lo, hi - lo).mm(m.narrow(0, lo, hi - lo)));
+          }
+        }
+      }
+      // The GEMM used ‖x̃_i‖² rounded to fp32, an error shared by every j of row i (so it would not
+      // average out): D_ij = D32_ij + (n_i − n32_i) exactly, a factor exp(−(n_i − n32_i)/(cσ²)) on
+      // every j ≠ i. Then S_i = 1 (j = i) + that factor · Σ_{j≠i} e32_ij.
+      const auto ni = norms64.narrow(0, first, b).squeeze(1);  // [b]
+      const auto shift = ni - norms.narrow(0, first, b).squeeze(1).to(torch::kFloat64);  // [b]
       for (const auto& [c, all, cls] : {std::tuple{8.0, kLowerAll, kLowerClass},
                                          std::tuple{2.0, kUpperAll, kUpperClass}}) {
-        // Unclamped: a D rounded below zero is within the error model (e^{+tiny}), and pairs far
-        // enough to underflow contribute nothing next to S ≥ 1.
-        at::mul_out(x, d, at::Scalar(-1.0 / (c * sigma2))).exp_();
-        at::mul_out(x2, x, x);
-        sums.select(1, all).add_(x.sum(1, false, torch::kFloat64));
-        second[all].add_(x2.mm(m));
-        if (hi > lo) {
-          sums.select(1, cls).add_(x.narrow(1, lo, hi - lo).sum(1, false, torch::kFloat64));
-          second[cls].add_(x2.narrow(1, lo, hi - lo).mm(m.narrow(0, lo, hi - lo)));
+        for (int column : {all, cls}) {
+          const auto rest = sums.select(1, column) * torch::exp(shift * (-1.0 / (c * sigma2)));
+          // Σ_{j≠i} e²(n_i + n_j)² = n_i² Σe² + 2 n_i Σe² n_j + Σe² n_j².
+          const auto q = second[column];  // [b, 3]
+          const auto spread =
+              (ni * ni * q.select(1, 0) + 2.0 * ni * q.select(1, 1) + q.select(1, 2)).clamp_min(0.0).sqrt();
+          error.narrow(0, start, b).select(1, column).copy_(spread * (kDistanceError / (c * sigma2)) /
+                                                            (rest + 1.0));
+          out.narrow(0, start, b).select(1, column).copy_((rest + 1.0).log_());
         }
       }
     }
-    // The GEMM used ‖x̃_i‖² rounded to fp32, an error shared by every j of row i (so it would not
-    // average out): D_ij = D32_ij + (n_i − n32_i) exactly, a factor exp(−(n_i − n32_i)/(cσ²)) on
-    // every j ≠ i. Then S_i = 1 (j = i) + that factor · Σ_{j≠i} e32_ij.
-    const auto ni = norms64.narrow(0, first, b).squeeze(1);  // [b]
-    const auto shift = ni - norms.narrow(0, first, b).squeeze(1).to(torch::kFloat64);  // [b]
-    for (const auto& [c, all, cls] : {std::tuple{8.0, kLowerAll, kLowerClass},
-                                       std::tuple{2.0, kUpperAll, kUpperClass}}) {
-      for (int column : {all, cls}) {
-        const auto rest = sums.select(1, column) * torch::exp(shift * (-1.0 / (c * sigma2)));
-        // Σ_{j≠i} e²(n_i + n_j)² = n_i² Σe² + 2 n_i Σe² n_j + Σe² n_j².
-        const auto q = second[column];  // [b, 3]
-        const auto spread =
-            (ni * ni * q.select(1, 0) + 2.0 * ni * q.select(1, 1) + q.select(1, 2)).clamp_min(0.0).sqrt();
-        error.narrow(0, start, b).select(1, column).copy_(spread * (kDistanceError / (c * sigma2)) /
-                                                          (rest + 1.0));
-        out.narrow(0, start, b).select(1, column).copy_((rest + 1.0).log_());
-      }
-    }
-  }
+  });
   return {out, error};
 }
 
