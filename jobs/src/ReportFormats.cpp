@@ -1,5 +1,6 @@
 // Report renderers: Markdown, tidy CSV (one row per cell), LaTeX, and one self-contained HTML page
 // with the tables and an inline SVG plot per column (no external tool or asset).
+#include "detail/Figures.h"
 #include "detail/Report.h"
 #include "detail/Text.h"
 
@@ -20,18 +21,6 @@ std::string legend(const ReportData& d) {
                   "; best per column in bold, † = range overlaps the best (Choi's green)";
   if (!d.paperSource.empty()) s += "; paper: " + d.paperSource;
   return s;
-}
-
-std::string htmlEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else if (c == '"') out += "&quot;";
-    else out += c;
-  }
-  return out;
 }
 
 std::string csvField(const std::string& s) {
@@ -186,12 +175,12 @@ std::string svgPlot(const ReportData& d, const std::string& column) {
   auto x = [&](double v) { return left + (v - lo) / (hi - lo) * width; };
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << left + width + 20 << "' height='" << height
-      << "' role='img' aria-label='" << htmlEscape(d.metric + " " + column) << "'>";
+      << "' role='img' aria-label='" << xmlEscape(d.metric + " " + column) << "'>";
   svg << "<rect x='0' y='0' width='100%' height='100%' fill='#fff'/>";
   for (std::size_t i = 0; i < d.rows.size(); ++i) {
     const double y = top + rowHeight * (i + 0.5);
     svg << "<text x='" << left - 8 << "' y='" << y + 4 << "' text-anchor='end' font-size='12'>"
-        << htmlEscape(d.rows[i]) << "</text>";
+        << xmlEscape(d.rows[i]) << "</text>";
     svg << "<line x1='" << left << "' x2='" << left + width << "' y1='" << y << "' y2='" << y << "' stroke='#eee'/>";
     const Entry* e = d.at(d.rows[i], column);
     if (!e) continue;
@@ -218,17 +207,17 @@ std::string svgPlot(const ReportData& d, const std::string& column) {
 
 std::string renderHtml(const ReportData& d, const std::vector<RenderedFigure>& figures) {
   std::ostringstream out;
-  out << "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" << htmlEscape(d.name)
+  out << "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" << xmlEscape(d.name)
       << "</title>\n<style>body{font-family:sans-serif;margin:24px}table{border-collapse:collapse;margin:12px 0}"
          "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
          ".best{font-weight:bold}.overlap{background:#c8f7c5}.paper{color:#777;font-size:85%}"
          ".note{color:#a00;font-size:85%}figure{display:inline-block;margin:8px}figure.figure{display:block}</style></head><body>\n";
-  out << "<h1>" << htmlEscape(d.name) << "</h1>\n<p>" << htmlEscape(legend(d)) << ".</p>\n";
+  out << "<h1>" << xmlEscape(d.name) << "</h1>\n<p>" << xmlEscape(legend(d)) << ".</p>\n";
   out << "<table id='results'><tr><th></th>";
-  for (const auto& c : d.columns) out << "<th>" << htmlEscape(c) << "</th>";
+  for (const auto& c : d.columns) out << "<th>" << xmlEscape(c) << "</th>";
   out << "</tr>\n";
   for (const auto& row : d.rows) {
-    out << "<tr><td>" << htmlEscape(row) << "</td>";
+    out << "<tr><td>" << xmlEscape(row) << "</td>";
     for (const auto& column : d.columns) {
       const Entry* e = d.at(row, column);
       if (!e) {
@@ -236,29 +225,29 @@ std::string renderHtml(const ReportData& d, const std::vector<RenderedFigure>& f
         continue;
       }
       out << "<td class='" << (e->best ? "best" : e->overlaps ? "overlap" : "") << "'>"
-          << htmlEscape(entryText(*e, kDigits)) << (e->overlaps ? " †" : "");
+          << xmlEscape(entryText(*e, kDigits)) << (e->overlaps ? " †" : "");
       if (e->hasPaper)
         out << "<br><span class='paper'>paper " << fixed(e->paperMean, 2) << " ± " << fixed(e->paperStd, 2) << "</span>";
       const std::string note = countsNote(*e);
-      if (!note.empty()) out << "<br><span class='note'>" << htmlEscape(note) << "</span>";
+      if (!note.empty()) out << "<br><span class='note'>" << xmlEscape(note) << "</span>";
       out << "</td>";
     }
     out << "</tr>\n";
   }
   out << "</table>\n<h2>Per column</h2>\n";
   for (const auto& column : d.columns)
-    out << "<figure><figcaption>" << htmlEscape(column) << "</figcaption>" << svgPlot(d, column) << "</figure>\n";
+    out << "<figure><figcaption>" << xmlEscape(column) << "</figcaption>" << svgPlot(d, column) << "</figure>\n";
   if (!figures.empty()) out << "<h2>Figures</h2>\n";
   for (const auto& f : figures) {
-    out << "<figure class='figure' id='figure-" << htmlEscape(f.name) << "'><figcaption>" << htmlEscape(f.title)
+    out << "<figure class='figure' id='figure-" << xmlEscape(f.name) << "'><figcaption>" << xmlEscape(f.title)
         << "</figcaption>\n" << (f.kind == "table" ? f.html : f.svg);
-    if (f.kind != "table" && !f.markdown.empty()) out << "<pre>" << htmlEscape(f.markdown) << "</pre>";
+    if (f.kind != "table" && !f.markdown.empty()) out << "<pre>" << xmlEscape(f.markdown) << "</pre>";
     out << "</figure>\n";
   }
   std::map<std::string, int> states;
   for (const auto& c : d.cells) ++states[c.status];
   out << "<p>Cells: " << d.cells.size();
-  for (const auto& [state, n] : states) out << ", " << htmlEscape(state) << " " << n;
+  for (const auto& [state, n] : states) out << ", " << xmlEscape(state) << " " << n;
   out << "</p>\n</body></html>\n";
   return out.str();
 }
