@@ -1,6 +1,9 @@
 #include "FusedAdam.h"
 
 #include <cmath>
+#include <algorithm>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -30,6 +33,19 @@ __attribute__((optimize("O3"), target_clones("arch=haswell", "default"))) void a
   }
 }
 
+// The largest biased exponent field over n fp32 values (0xff: some NaN or ±inf). An integer max
+// reduction, so it vectorises without reassociating floating-point sums.
+__attribute__((optimize("O3"), target_clones("arch=haswell", "default"))) uint32_t maxExponent(const float* __restrict x,
+                                                                                              int64_t n) {
+  uint32_t top = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    top = std::max(top, (bits >> 23) & 0xffu);
+  }
+  return top;
+}
+
 // Adam's state key of a parameter: its TensorImpl address, as a string in LibTorch 1.13
 // (c10::guts::to_string of the pointer) and as the pointer itself in later versions.
 template <typename Key>
@@ -48,6 +64,30 @@ bool fusable(const torch::Tensor& t) {
 }
 
 }  // namespace
+
+bool gradientNormFinite(const std::vector<torch::Tensor>& tensors) {
+  double limit = std::numeric_limits<double>::max();  // of the narrowest dtype present
+  double bound = 0.0;                                  // ≥ Σ g² of the scanned fp32 tensors
+  bool exact = false;                                  // some tensor needs the fp64 norm
+  for (const torch::Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    if (t.scalar_type() == torch::kFloat32) limit = std::min<double>(limit, std::numeric_limits<float>::max());
+    if (!fusable(t)) {
+      if (!torch::isfinite(t).all().item<bool>()) return false;
+      exact = true;
+      continue;
+    }
+    const uint32_t e = maxExponent(t.data_ptr<float>(), t.numel());
+    if (e == 0xffu) return false;
+    // Every |g| < 2^(e − 126) (biased exponent e, e = 0: subnormal or zero), so Σ g² < n·4^(e − 126).
+    bound += static_cast<double>(t.numel()) * std::ldexp(1.0, 2 * (static_cast<int>(e) - 126));
+  }
+  if (!exact && bound <= limit) return true;
+  double squares = 0.0;
+  for (const torch::Tensor& t : tensors)
+    if (t.defined()) squares += t.detach().to(torch::kDouble).square().sum().item<double>();
+  return std::isfinite(squares) && squares <= limit;
+}
 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   for (const auto& group : param_groups_)

@@ -290,6 +290,10 @@ void MetricsExporter::onStep(const StepRecord& r) {
       .Set(r.statsCommSeconds);
   gauge("repshape_grad_allreduce_seconds", "Seconds this rank spent in the gradient all-reduce (last logged step)", {}, true)
       .Set(r.gradCommSeconds);
+  for (const auto& [phase, seconds] : r.phaseSeconds)
+    gauge("repshape_step_phase_seconds", "Mean seconds per step this rank spent in a phase of the step since the previous logged step",
+          {{"phase", phase}}, true)
+        .Set(seconds);
   gauge("repshape_stats_allreduce_bytes", "Bytes this rank all-reduced for statistics (last logged step)", {}, true)
       .Set(static_cast<double>(r.statsBytes));
   gauge("repshape_grad_allreduce_bytes", "Bytes this rank all-reduced for gradients (last logged step)", {}, true)

@@ -1,6 +1,11 @@
 #include "Model.h"
 
+#include "FusedMlp.h"
+
 #include <ATen/CPUGeneratorImpl.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include <sstream>
 
@@ -91,6 +96,23 @@ NetworkImpl::NetworkImpl(const ModelConfig& config, const ModelPlan& plan) : con
       layer.runningVar = register_buffer(layer.name + "_bn_var", torch::ones({features}));
     }
   }
+  const char* fused = std::getenv("REPSHAPE_FUSED_MLP");
+  fusable_ = !(fused && std::strcmp(fused, "0") == 0) &&
+             (config.activation == "relu" || config.activation == "linear") &&
+             std::all_of(layers_.begin(), layers_.end(), [](const Layer& l) {
+               return l.kind == Kind::Linear && !l.batchNorm && l.dropout <= 0 && l.linear->options.bias();
+             });
+}
+
+torch::Tensor NetworkImpl::fusedForward(const torch::Tensor& input, std::vector<torch::Tensor>* captured) {
+  std::vector<FusedMlpLayer> chain;
+  for (const Layer& layer : layers_)
+    chain.push_back({layer.linear->weight, layer.linear->bias, layer.activate && config_.activation == "relu"});
+  const std::vector<torch::Tensor> outputs = fusedMlpForward(input.dim() == 2 ? input : input.flatten(1), chain);
+  if (captured)  // outputs: [logits, h_1, …, h_{L−1}]
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      if (layers_[i].captureSlot >= 0) (*captured)[layers_[i].captureSlot] = i + 1 == layers_.size() ? outputs[0] : outputs[i + 1];
+  return outputs[0];
 }
 
 void NetworkImpl::setCaptureLayers(const std::vector<std::string>& names) {
@@ -157,6 +179,8 @@ torch::Tensor NetworkImpl::applyDropout(const Layer& layer, std::size_t index, c
 torch::Tensor NetworkImpl::forward(const torch::Tensor& input, const ForwardContext& context,
                                    std::vector<torch::Tensor>* captured) {
   if (captured) captured->assign(captureNames_.size(), torch::Tensor());
+  if (fusable_ && context.training && torch::GradMode::is_enabled() && !input.requires_grad())
+    return fusedForward(input, captured);
   torch::Tensor x = input;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     Layer& layer = layers_[i];

@@ -101,6 +101,11 @@ class NetworkImpl : public torch::nn::Module {
   torch::Tensor applyDropout(const Layer& layer, std::size_t index, const torch::Tensor& x,
                              const ForwardContext& context) const;
 
+  // A Linear+ReLU chain without batch norm or dropout trains through one fused autograd node
+  // (FusedMlp.h) unless REPSHAPE_FUSED_MLP=0; evaluation and every other model take the layers.
+  bool fusable_ = false;
+  torch::Tensor fusedForward(const torch::Tensor& x, std::vector<torch::Tensor>* captured);
+
   ModelConfig config_;
   std::vector<Layer> layers_;
   std::vector<std::string> captureNames_;

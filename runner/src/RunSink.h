@@ -25,6 +25,10 @@ struct StepRecord {
   int64_t statsBytes = 0, gradBytes = 0;                   // this rank, this step
   double statsCommSeconds = 0.0, gradCommSeconds = 0.0;    // this rank, this step
   double stepSeconds = 0.0;                                // wall time of this step on this rank
+  // Where this rank's steps went since the last record: mean seconds per step of each phase, in
+  // step order (forward, penalty incl. the statistics exchange, backward, gradient all-reduce,
+  // control all-reduce + divergence checks, optimizer). Their sum is the mean step time.
+  std::vector<std::pair<std::string, double>> phaseSeconds;
   double samplesPerSecond = 0.0;                           // global samples / s since the last record
   double elapsedSeconds = 0.0;                             // since the run started
 };

@@ -38,6 +38,11 @@ std::string StepsLog::line(const StepRecord& r, bool timings) {
     json.field("samples_per_s", r.samplesPerSecond)
         .field("stats_comm_s", r.statsCommSeconds)
         .field("grad_comm_s", r.gradCommSeconds);
+    if (!r.phaseSeconds.empty()) {
+      json.key("phase_s").beginObject();
+      for (const auto& [phase, seconds] : r.phaseSeconds) json.field(phase, seconds);
+      json.endObject();
+    }
   }
   json.endObject();
   return json.str();

@@ -36,6 +36,10 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimConfig& c, std
 
 std::string penaltyKey(const reg::PenaltyValue& v) { return v.name + "@" + v.target; }
 
+// Phases of a step, timed on every rank (StepRecord::phaseSeconds), in step order.
+enum Phase : int { kForward, kPenalty, kBackward, kGradComm, kControl, kOptimizer, kPhases };
+constexpr const char* kPhaseNames[kPhases] = {"forward", "penalty", "backward", "grad_comm", "control", "optimizer"};
+
 // Slots of the per-step control all-reduce (SUM over ranks, fp64).
 enum ControlSlot : int64_t { kTaskLossSum, kNonFiniteLoss, kStopInt, kStopTerm, kStopUsr2, kControlSlots };
 
@@ -116,13 +120,10 @@ std::string Trainer::nonFiniteParameter() const {
 }
 
 bool Trainer::gradientsFinite() const {
-  // Gradients are summed across ranks, so this answer is the same on every rank. One fused norm
-  // per parameter list: a NaN or ±inf anywhere makes its norm non-finite.
+  // Gradients are summed across ranks, so this answer is the same on every rank.
   std::vector<torch::Tensor> grads;
-  for (const auto& p : network_->parameters())
-    if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return true;
-  return torch::isfinite(torch::stack(at::_foreach_norm(grads))).all().item<bool>();
+  for (const auto& p : network_->parameters()) grads.push_back(p.grad());
+  return gradientNormFinite(grads);
 }
 
 RunReport Trainer::run(const RunOptions& options) {
@@ -153,7 +154,8 @@ RunReport Trainer::run(const RunOptions& options) {
   dist::GradientAllReducer gradients(comm_, network_->parameters());
   CommReducer reducer(comm_, "penalty");
 
-  int64_t samplesSinceLog = 0;
+  int64_t samplesSinceLog = 0, stepsSinceLog = 0;
+  double phaseSinceLog[kPhases] = {};
   auto lastLog = Clock::now();
   RunOutcome& outcome = report.outcome;
   int64_t stepsDone = 0;
@@ -176,6 +178,12 @@ RunReport Trainer::run(const RunOptions& options) {
   network_->train();
   for (int64_t step = firstStep; step < report.steps; ++step) {
     const auto stepStart = Clock::now();
+    auto phaseStart = stepStart;
+    const auto endPhase = [&](Phase phase) {
+      const auto now = Clock::now();
+      phaseSinceLog[phase] += std::chrono::duration<double>(now - phaseStart).count();
+      phaseStart = now;
+    };
     const int64_t epoch = step / batchesPerEpoch, batch = step % batchesPerEpoch;
     if (batch == 0 || step == firstStep) {
       // One global permutation per epoch from (seed, epoch): identical on every rank.
@@ -195,6 +203,7 @@ RunReport Trainer::run(const RunOptions& options) {
     // Σ over this rank's rows / global rows: summed gradients give the global-batch mean.
     const torch::Tensor taskSum = taskLossSum(config_.train.objective, logits, x, y);  // Objective.h
     torch::Tensor loss = taskSum / static_cast<double>(globalRows);
+    endPhase(kForward);
 
     std::vector<reg::PenaltyValue> values;
     torch::Tensor penaltyTotal = torch::zeros({}, logits.options());
@@ -215,10 +224,20 @@ RunReport Trainer::run(const RunOptions& options) {
       }
     }
     const dist::CommCounters afterStats = comm_.counters();
+    endPhase(kPenalty);
 
-    optimizer->zero_grad();
+    if (world == 1) {
+      // Gradients to none: backward then hands each parameter its fresh gradient instead of
+      // zeroing a buffer and adding into it. Several ranks keep zeroing in place: their grads
+      // alias the all-reduce buckets (GradientAllReducer).
+      for (auto& p : network_->parameters()) p.mutable_grad().reset();
+    } else {
+      optimizer->zero_grad();
+    }
     loss.backward();
+    endPhase(kBackward);
     gradients.allReduce();
+    endPhase(kGradComm);
     if (step == 0 && writer && !options.gradientDump.empty()) writeGradients(options.gradientDump);
 
     // Control: [Σ task loss, # ranks with a non-finite local loss, # ranks with SIGINT, SIGTERM].
@@ -251,11 +270,13 @@ RunReport Trainer::run(const RunOptions& options) {
     if (!term.empty()) {
       const std::string parameter = nonFiniteParameter();  // an earlier update overflowed
       if (!parameter.empty()) term = parameter;
-    } else {
-      optimizer->step();
     }
+    endPhase(kControl);
+    if (term.empty()) optimizer->step();
+    endPhase(kOptimizer);
     const dist::CommCounters afterGrads = comm_.counters();
     samplesSinceLog += globalRows;
+    ++stepsSinceLog;
     stepsDone = step + 1;
 
     const bool signalled = c[kStopInt] > 0 || c[kStopTerm] > 0 || c[kStopUsr2] > 0;
@@ -283,8 +304,13 @@ RunReport Trainer::run(const RunOptions& options) {
       record.stepSeconds = secondsSince(stepStart);
       record.samplesPerSecond = samplesSinceLog / std::max(secondsSince(lastLog), 1e-9);
       record.elapsedSeconds = secondsSince(start);
+      for (int phase = 0; phase < kPhases; ++phase) {
+        record.phaseSeconds.emplace_back(kPhaseNames[phase], phaseSinceLog[phase] / static_cast<double>(stepsSinceLog));
+        phaseSinceLog[phase] = 0.0;
+      }
       lastLog = Clock::now();
       samplesSinceLog = 0;
+      stepsSinceLog = 0;
       for (RunSink* sink : options.sinks) sink->onStep(record);
     }
     // Evaluation during training (eval.every): curves before the end. Every rank reaches it at the

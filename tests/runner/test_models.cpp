@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 namespace repshape {
 namespace {
 
@@ -70,10 +72,13 @@ TEST(ConvAutoencoder, OddSizesAreRestoredByOutputPadding) {
 }
 
 // Autograd gradients of Σ task loss against central differences (fp64) at ~5 entries per tensor.
+// training: the forward of a training step (an MLP then takes the fused chain, FusedMlp.h).
 void expectGradientsMatchFiniteDifferences(Network& network, const torch::Tensor& x, const torch::Tensor& y,
-                                           const std::string& objective) {
+                                           const std::string& objective, bool training = false) {
   network->to(torch::kDouble);
-  auto loss = [&] { return taskLossSum(objective, network->forward(x, ForwardContext{}), x, y); };
+  ForwardContext context;
+  context.training = training;
+  auto loss = [&] { return taskLossSum(objective, network->forward(x, context), x, y); };
   network->zero_grad();
   loss().backward();
   torch::NoGradGuard noGrad;
@@ -103,6 +108,66 @@ TEST(ConvAutoencoder, GradientsMatchFiniteDifferences) {
   const Config config = configOf("conv_ae", {"conv:3:3:2:1", "conv:2:3:2:0", "fc:6", "fc:3"}, "mse");
   Network network(config.model, planModel(config, {2, 9, 9}, 10));
   expectGradientsMatchFiniteDifferences(network, torch::rand({4, 2, 9, 9}, torch::kDouble), {}, "mse");
+}
+
+// The fused Linear+ReLU chain (FusedMlp.h) against the layer-by-layer autograd graph of the same
+// network (REPSHAPE_FUSED_MLP=0), fp64: logits, captured activations and every parameter gradient
+// of a loss that also reaches two hidden layers (as penalties do) and a weight (as l2w does).
+TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
+  for (const std::string activation : {"relu", "linear"}) {
+    torch::manual_seed(5);
+    Config config = configOf("mlp", {}, "ce");
+    config.model.hidden = {7, 6, 5};
+    config.model.activation = activation;
+    const ModelPlan plan = planModel(config, {1, 3, 4}, 3);
+    ::setenv("REPSHAPE_FUSED_MLP", "0", 1);
+    Network layered(config.model, plan);
+    ::unsetenv("REPSHAPE_FUSED_MLP");
+    Network fused(config.model, plan);
+    {
+      torch::NoGradGuard noGrad;
+      for (auto& item : fused->named_parameters()) item.value().copy_(layered->named_parameters()[item.key()]);
+    }
+    layered->to(torch::kDouble);
+    fused->to(torch::kDouble);
+    layered->setCaptureLayers({"h3", "h2"});
+    fused->setCaptureLayers({"h3", "h2"});
+    const torch::Tensor x = torch::randn({9, 1, 3, 4}, torch::kDouble), y = torch::randint(0, 3, {9});
+    const torch::Tensor r2 = torch::randn({9, 6}, torch::kDouble), r3 = torch::randn({9, 5}, torch::kDouble);
+    ForwardContext context;
+    context.training = true;
+    std::vector<torch::Tensor> logits, captured[2];
+    Network* networks[2] = {&layered, &fused};
+    for (int k = 0; k < 2; ++k) {
+      Network& net = *networks[k];
+      logits.push_back(net->forward(x, context, &captured[k]));
+      const torch::Tensor loss = taskLossSum("ce", logits.back(), x, y) + (captured[k][1] * r2).sum() +
+                                 (captured[k][0].pow(2) * r3).sum() + net->weightMatrices()[0].second.pow(2).sum();
+      net->zero_grad();
+      loss.backward();
+    }
+    ASSERT_TRUE(logits[1].grad_fn());
+    EXPECT_NE(logits[1].grad_fn()->name().find("FusedMlp"), std::string::npos) << logits[1].grad_fn()->name();
+    EXPECT_EQ(logits[0].grad_fn()->name().find("FusedMlp"), std::string::npos) << logits[0].grad_fn()->name();
+    EXPECT_TRUE(torch::allclose(logits[1], logits[0], 1e-12, 1e-12)) << activation;
+    for (int c = 0; c < 2; ++c) EXPECT_TRUE(torch::allclose(captured[1][c], captured[0][c], 1e-12, 1e-12)) << c;
+    for (const auto& item : layered->named_parameters()) {
+      const torch::Tensor expected = item.value().grad(), got = fused->named_parameters()[item.key()].grad();
+      ASSERT_TRUE(got.defined()) << item.key();
+      EXPECT_GT(expected.abs().max().item<double>(), 0.0) << item.key();
+      EXPECT_TRUE(torch::allclose(got, expected, 1e-10, 1e-12))
+          << activation << " " << item.key() << ": max |diff| " << (got - expected).abs().max().item<double>();
+    }
+  }
+}
+
+TEST(FusedMlp, GradientsMatchFiniteDifferences) {
+  torch::manual_seed(6);
+  Config config = configOf("mlp", {}, "ce");
+  config.model.hidden = {7, 6};
+  Network network(config.model, planModel(config, {8}, 3));
+  expectGradientsMatchFiniteDifferences(network, torch::randn({5, 8}, torch::kDouble), torch::tensor({0, 2, 1, 1, 0}),
+                                        "ce", /*training=*/true);
 }
 
 TEST(Lstm, GradientsMatchFiniteDifferences) {
