@@ -33,6 +33,11 @@ train_rate() {
 print(r["samples_per_s"], r.get("stats_bytes",0), r.get("stats_comm_s",0), r.get("grad_comm_s",0))' "$out/$name/steps.jsonl"
 }
 best() { sort -g -r | head -1; }  # best samples/s of the rounds
+# The step's phases (steps.jsonl phase_s) of a run's last record, in ms per step.
+phases() {
+  $py -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]
+print("  ".join("%s %.3f" % (k, v * 1e3) for k, v in r.get("phase_s", {}).items()))' "$out/$1/steps.jsonl"
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 if want 1; then
@@ -47,9 +52,10 @@ if want 2; then
 section "2. Two ranks vs one, MLP + cw-cr on h5 (target: W2/W1 >= 1.6, repshape W2 / Python DDP W2 >= 2)"
 for batch in 100 500; do
   steps=$((batch == 100 ? 600 : 200))
-  : > "$out/r1"; : > "$out/r2"; : > "$out/p1"; : > "$out/p2"; : > "$out/r2core"
+  : > "$out/r1"; : > "$out/r2"; : > "$out/p1"; : > "$out/p2"; : > "$out/r2core"; : > "$out/rhalf"
   for _ in $(seq "$repeat"); do
     train_rate w1 1 $batch $steps | cut -d' ' -f1 >> "$out/r1"
+    train_rate w1half 1 $((batch / 2)) $steps | cut -d' ' -f1 >> "$out/rhalf"
     train_rate w2 2 $batch $steps | cut -d' ' -f1 >> "$out/r2"
     BIND=core train_rate w2core 2 $batch $steps | cut -d' ' -f1 >> "$out/r2core"
     $py "$here/ddp_reference.py" 1 $batch $steps | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/p1"
@@ -61,6 +67,15 @@ for batch in 100 500; do
     "$r1" "$r2" "$r2c" "$(ratio "$r2" "$r1")" "$(ratio "$r2c" "$r1")"
   printf '  python   W=1 %8.0f   W=2 %8.0f (DDP gloo)                     W2/W1 %s\n' "$p1" "$p2" "$(ratio "$p2" "$p1")"
   printf '  repshape W=2 / python DDP W=2: %s\n' "$(ratio "$r2" "$p2")"
+  # Two ranks with free communication and no shared-core effects each take one W=1 step at half
+  # the batch: W1(B) step / W1(B/2) step bounds W2/W1 from above (Amdahl: the per-step costs that
+  # do not shrink with the rows, optimizer and plumbing, are paid in full on every rank).
+  rh=$(best < "$out/rhalf")
+  printf '  bound: W=1 at batch %d %8.0f samples/s -> W2/W1 <= step(B)/step(B/2) = %s\n' $((batch / 2)) "$rh" \
+    "$(awk -v a="$r1" -v h="$rh" -v b=$batch 'BEGIN { printf "%.2f", (b / a) / (b / 2 / h) }')"
+  echo "  phases ms/step (last round): W=1 [$(phases w1)]"
+  echo "                               W=1 B/2 [$(phases w1half)]"
+  echo "                               W=2 rank 0 [$(phases w2)]"
   echo "  $ $py $here/ddp_reference.py 2 $batch $steps"
 done
 fi
@@ -90,6 +105,8 @@ for _ in $(seq "$repeat"); do
   $py "$here/train_reference.py" 2000 10000 | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/res-python"
 done
 f=$(best < "$out/res-floor"); p=$(best < "$out/res-plain"); y=$(best < "$out/res-python")
+echo "  repshape phases ms/step (last round): $(phases plain)"
+printf '  GEMM floor step %.3f ms\n' "$(awk -v f="$f" 'BEGIN { printf "%.3f", 100 / f * 1e3 }')"
 printf '  GEMM floor %8.0f   repshape %8.0f (%s of floor)   python %8.0f (%s of floor)   repshape/python %s\n' \
   "$f" "$p" "$(ratio "$p" "$f")" "$y" "$(ratio "$y" "$f")" "$(ratio "$p" "$y")"
 echo "  $ $build/tests/bench/bench_gemm_floor --batch 100 --steps 3000; $py $here/train_reference.py 2000 10000"
