@@ -226,14 +226,11 @@ RunReport Trainer::run(const RunOptions& options) {
     const dist::CommCounters afterStats = comm_.counters();
     endPhase(kPenalty);
 
-    if (world == 1) {
-      // Gradients to none: backward then hands each parameter its fresh gradient instead of
-      // zeroing a buffer and adding into it. Several ranks keep zeroing in place: their grads
-      // alias the all-reduce buckets (GradientAllReducer).
-      for (auto& p : network_->parameters()) p.mutable_grad().reset();
-    } else {
-      optimizer->zero_grad();
-    }
+    // Gradients to none (as PyTorch 2's zero_grad): backward hands each parameter its fresh
+    // gradient instead of zeroing a buffer and adding into it; with several ranks the all-reduce
+    // copies it into its bucket once (cheaper than a memset plus an in-place add), and a parameter
+    // no rank reached keeps no gradient, so the optimizer skips it on every world size alike.
+    for (auto& p : network_->parameters()) p.mutable_grad().reset();
     loss.backward();
     endPhase(kBackward);
     gradients.allReduce();
