@@ -279,11 +279,91 @@ TEST(Penalties, AutoPathMovesTheFewerBytes) {
     set.setStatisticsPath(c.path);
     const double value = set.compute(batch, counting).at(0).value.item<double>();
     EXPECT_EQ(counting.gathers, c.gathers ? 1 : 0);
-    EXPECT_EQ(counting.sums, c.gathers ? 0 : 1);
+    // One rank has every row: cw-cr runs on the rows and forms no sums (no collective at all).
+    EXPECT_EQ(counting.sums, c.gathers || c.world == 1 ? 0 : 1);
     // Either way one process's value (the counting reducer moves nothing).
     const double reference = evaluate("cw-cr", d.z, d.labels, d.probs, d.w, d.classes).value.item<double>();
     EXPECT_NEAR(value, reference, 1e-4 * std::abs(reference));
   }
+}
+
+// The covariance family from rows (one rank / gathered rows: fp32 rows centred by their class
+// mean, one fp32 GEMM) equals the packed fp64 path on the same fp32 data with |mean|/std = 1e3,
+// for balanced (one padded bmm) and unbalanced (a GEMM per class) labels; an uncentred fp32 Gram
+// would be off by ~10 % there.
+TEST(Penalties, RowsPathMatchesPackedFp64ForLargeMeans) {
+  torch::manual_seed(23);
+  const int64_t n = 300, m = 16, K = 3;
+  const Tensor z32 = (torch::randn({n, m}) * torch::linspace(0.5, 2.0, m) + torch::linspace(500, 2000, m))
+                         .to(torch::kFloat32);
+  const Tensor z64 = z32.to(torch::kFloat64);
+  // Naive fp32 covariance of the same data: shows the offset is large enough to matter.
+  const Tensor naive = (z32.t().mm(z32) / static_cast<float>(n) - torch::outer(z32.mean(0), z32.mean(0))).to(torch::kFloat64);
+  const Tensor centred = z64 - z64.mean(0);
+  const Tensor exact = centred.t().mm(centred) / static_cast<double>(n);
+  ASSERT_GT(((naive - exact).norm() / exact.norm()).item<double>(), 1e-2);
+
+  const Tensor balanced = torch::randint(0, K, {n}, torch::kLong);
+  Tensor unbalanced = torch::zeros({n}, torch::kLong);  // 3·282 > 2·300 + 3: one GEMM per class
+  unbalanced.narrow(0, 0, 10).fill_(1);
+  unbalanced.narrow(0, 10, 8).fill_(2);
+  unbalanced = unbalanced.index_select(0, torch::randperm(n, torch::kLong));
+  for (const auto& labels : {balanced, unbalanced})
+    for (const char* text : {"cr", "cw-cr", "cw-cr:normalized=true", "lsigma", "corr"}) {
+      SCOPED_TRACE(std::string(text) + (labels.equal(balanced) ? " (balanced)" : " (unbalanced)"));
+      const reg::PenaltySpec spec = parseCase(text);
+      reg::LocalReducer local;  // one rank: the rows path
+      const Tensor zRows = z32.detach().requires_grad_(true);
+      const Tensor v = penaltyValue(spec, zRows, labels, Tensor(), Tensor(), K, local);
+      const Tensor g = torch::autograd::grad({v}, {zRows})[0].to(torch::kFloat64);
+      CountingReducer packed;  // two ranks reported, nothing moved: one process's packed fp64 sums
+      packed.world = 2;
+      const Tensor zRef = z64.detach().requires_grad_(true);
+      const Tensor ref = penaltyValue(spec, zRef, labels, Tensor(), Tensor(), K, packed, reg::StatisticsPath::kPacked);
+      ASSERT_EQ(packed.sums, 1);
+      const Tensor gRef = torch::autograd::grad({ref}, {zRef})[0];
+      EXPECT_NEAR(v.item<double>(), ref.item<double>(), 1e-5 * std::abs(ref.item<double>()));
+      EXPECT_LE(maxAbs(g - gRef), 1e-4 * maxAbs(gRef));
+    }
+}
+
+// cw-cr with classes smaller than the width takes the n_k × n_k kernel form (rows path, balanced
+// classes, largest class P = 20 < M = 40; K·P = 120 ≤ 2n + K = 126): equal to the packed fp64 path
+// in fp64, and with fp32 rows at |mean|/std = 1e3; one class absent, one with a single sample.
+TEST(Penalties, CwCrKernelFormMatchesPackedFp64) {
+  torch::manual_seed(29);
+  const int64_t m = 40, K = 6;
+  std::vector<int64_t> perClass = {14, 12, 1, 13, 20, 0}, labelList;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < perClass[k]; ++i) labelList.push_back(k);
+  const auto n = static_cast<int64_t>(labelList.size());
+  const Tensor labels = torch::tensor(labelList, torch::kLong).index_select(0, torch::randperm(n, torch::kLong));
+  const Tensor mix = torch::randn({m, m}, torch::kFloat64) * 0.3 + torch::eye(m, torch::kFloat64);
+  const Tensor base = torch::randn({n, m}, torch::kFloat64).mm(mix);
+  struct Variant {
+    const char* what;
+    Tensor z;
+    double valueTol, gradTol;
+  };
+  const Tensor offset = torch::linspace(500, 2000, m, torch::kFloat64);
+  for (const auto& v : {Variant{"fp64", base + 0.3, 1e-10, 1e-10},
+                        Variant{"fp32, |mean|/std = 1e3", (base + offset).to(torch::kFloat32), 1e-5, 1e-4}})
+    for (const char* text : {"cw-cr", "cw-cr:normalized=true"}) {
+      SCOPED_TRACE(std::string(text) + ", " + v.what);
+      const reg::PenaltySpec spec = parseCase(text);
+      reg::LocalReducer local;
+      const Tensor zRows = v.z.detach().requires_grad_(true);
+      const Tensor value = penaltyValue(spec, zRows, labels, Tensor(), Tensor(), K, local);
+      const Tensor g = torch::autograd::grad({value}, {zRows})[0].to(torch::kFloat64);
+      CountingReducer packed;
+      packed.world = 2;
+      const Tensor zRef = v.z.to(torch::kFloat64).detach().requires_grad_(true);
+      const Tensor ref = penaltyValue(spec, zRef, labels, Tensor(), Tensor(), K, packed, reg::StatisticsPath::kPacked);
+      ASSERT_EQ(packed.sums, 1);
+      const Tensor gRef = torch::autograd::grad({ref}, {zRef})[0];
+      EXPECT_NEAR(value.item<double>(), ref.item<double>(), v.valueTol * std::abs(ref.item<double>()));
+      EXPECT_LE(maxAbs(g - gRef), v.gradTol * maxAbs(gRef));
+    }
 }
 
 TEST(Penalties, OnlyNeededSumsArePacked) {

@@ -36,7 +36,9 @@ void corrScales(const double* cov, int64_t M, double* sd) {
   for (int64_t i = 0; i < M; ++i) sd[i] = std::sqrt(cov[i * M + i] + kCorrEpsilon);
 }
 
-double groupValue(FusedCovKind kind, const double* cov, int64_t M, double* sd) {
+}  // namespace
+
+double covarianceValue(FusedCovKind kind, const double* cov, int64_t M, double* sd) {
   double total = 0.0;
   switch (kind) {
     case FusedCovKind::kLsigma:
@@ -61,7 +63,7 @@ double groupValue(FusedCovKind kind, const double* cov, int64_t M, double* sd) {
 }
 
 // dΩ_group/dC written into grad [M·M] (C the biased covariance; the unbiased factor is applied).
-void groupCovGrad(FusedCovKind kind, const double* cov, double unbiased, int64_t M, double* sd, double* grad) {
+void covarianceGrad(FusedCovKind kind, const double* cov, double unbiased, int64_t M, double* sd, double* grad) {
   switch (kind) {
     case FusedCovKind::kLsigma:
       // d|x|/dx = sign(x), 0 at 0 (as torch.abs).
@@ -91,6 +93,8 @@ void groupCovGrad(FusedCovKind kind, const double* cov, double unbiased, int64_t
   }
 }
 
+namespace {
+
 void checkSizes(const Tensor& counts, const Tensor& sums, const Tensor& second, int64_t secondPerGroup,
                 int64_t M) {
   const int64_t K = counts.numel();
@@ -114,7 +118,7 @@ class CovariancePenaltyFn : public torch::autograd::Function<CovariancePenaltyFn
       double* cov = covs.data_ptr<double>() + k * M * M;
       groupCovariance(fk, n.data_ptr<double>()[k], s.data_ptr<double>() + k * M, g.data_ptr<double>() + k * M * M, M,
                       means.data_ptr<double>() + k * M, cov);
-      total += groupValue(fk, cov, M, sd.data());
+      total += covarianceValue(fk, cov, M, sd.data());
     }
     ctx->save_for_backward({n, s, g});
     ctx->saved_data["covs"] = covs;
@@ -144,7 +148,7 @@ class CovariancePenaltyFn : public torch::autograd::Function<CovariancePenaltyFn
       const double* mean = means.data_ptr<double>() + k * M;
       double* dGram = dGrams.data_ptr<double>() + k * M * M;  // dΩ/dC first, then dΩ/dG in place
       double* dSum = dSums.data_ptr<double>() + k * M;
-      groupCovGrad(fk, cov, unbiased, M, sd.data(), dGram);
+      covarianceGrad(fk, cov, unbiased, M, sd.data(), dGram);
       // C = G/n − μμᵀ, μ = S/n:  dΩ/dG = D/n,  dΩ/dS_l = −(Σ_j D_lj μ_j + Σ_i D_il μ_i)/n.
       const double perCount = upstream / std::max(count, 1.0);
       std::fill(dSum, dSum + M, 0.0);

@@ -24,6 +24,21 @@ bool canFuse(const torch::Tensor& counts, const torch::Tensor& sums, const torch
 torch::Tensor fusedCovariancePenalty(FusedCovKind kind, const torch::Tensor& counts, const torch::Tensor& sums,
                                      const torch::Tensor& grams, int64_t width, double scale);
 
+// Penalty of one group's covariance cov [M·M] (unbiased factor already applied), as
+// fusedCovariancePenalty sums it; sd [M] is scratch (corr).
+double covarianceValue(FusedCovKind kind, const double* cov, int64_t M, double* sd);
+// dΩ_group/dC into grad [M·M], C the biased covariance (`unbiased` = the factor cov carries).
+void covarianceGrad(FusedCovKind kind, const double* cov, double unbiased, int64_t M, double* sd, double* grad);
+
+// The same penalties straight from rows when every row of every group is at hand (one rank, or
+// the rows gathered): z [n, M] (any float dtype), labels [n] int64 in [0, K) for K > 1 (cw-cr),
+// undefined for K = 1. Each group's rows are centred by their (fp32-rounded) mean s_k before one
+// GEMM, so C_k = G̃_k/n_k − δ_k δ_kᵀ with δ_k = μ_k − s_k in fp64: no fp64 uncentred Grams, no
+// packing. Backward: dΩ/dz_i = (D_k + D_kᵀ)(z_i − μ_k)/n_k, one batched GEMM (D_k = dΩ/dC_k).
+// Returns scale · Σ_k Ω_k as a 0-dim fp64 tensor.
+torch::Tensor centredCovariancePenalty(FusedCovKind kind, const torch::Tensor& z, const torch::Tensor& labels,
+                                       int64_t classes, double scale);
+
 // scale · Σ_k Σ_i (Q_k,i/n_k − (S_k,i/n_k)²): counts [K], sums [K·M], sqDiags [K·M].
 torch::Tensor fusedVariancePenalty(const torch::Tensor& counts, const torch::Tensor& sums,
                                    const torch::Tensor& sqDiags, int64_t width, double scale);

@@ -85,6 +85,29 @@ StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method) {
   return n;
 }
 
+bool fromRows(PenaltyKind kind, const Tensor& z) {
+  const bool covariance = kind == PenaltyKind::kLsigma || kind == PenaltyKind::kCr || kind == PenaltyKind::kCwCr ||
+                          kind == PenaltyKind::kCorr;
+  return covariance && z.is_cpu() && z.dim() == 2 && z.is_floating_point();
+}
+
+Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, const Tensor& labels, int64_t numClasses) {
+  const int64_t M = z.size(1);
+  const double divisor = spec.normalized ? divisorOf(kind, M, numClasses) : 1.0;
+  switch (kind) {  // scales as in statisticsPenalty's fused calls
+    case PenaltyKind::kLsigma:
+      return centredCovariancePenalty(FusedCovKind::kLsigma, z, labels, 1, 1.0 / static_cast<double>(M * M) / divisor);
+    case PenaltyKind::kCr: return centredCovariancePenalty(FusedCovKind::kCr, z, labels, 1, 1.0 / divisor);
+    case PenaltyKind::kCwCr:
+      TORCH_CHECK(labels.defined(), "penalties: class-wise penalties need labels");
+      return centredCovariancePenalty(FusedCovKind::kCr, z, labels, numClasses, 1.0 / divisor);
+    case PenaltyKind::kCorr:
+      return centredCovariancePenalty(FusedCovKind::kCorr, z, labels, 1,
+                                      1.0 / (2.0 * static_cast<double>(M)) / divisor);
+    default: throw std::invalid_argument(std::string(canonicalName(kind)) + " is not a covariance penalty");
+  }
+}
+
 Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerStats& s, int64_t M,
                          int64_t numClasses) {
   const bool exact = spec.method == "exact";
