@@ -39,6 +39,11 @@ void covarianceGrad(FusedCovKind kind, const double* cov, double unbiased, int64
 torch::Tensor centredCovariancePenalty(FusedCovKind kind, const torch::Tensor& z, const torch::Tensor& labels,
                                        int64_t classes, double scale);
 
+// Largest eigenvalue of symmetric matrices [..., M, M] → [...] (LargestEigenvalue.cpp): power
+// iteration to a residual of 1e-12·λ on CPU fp64, eigh where it does not converge (or elsewhere);
+// backward v vᵀ.
+torch::Tensor largestEigenvalue(const torch::Tensor& sym);
+
 // scale · Σ_k Σ_i (Q_k,i/n_k − (S_k,i/n_k)²): counts [K], sums [K·M], sqDiags [K·M].
 torch::Tensor fusedVariancePenalty(const torch::Tensor& counts, const torch::Tensor& sums,
                                    const torch::Tensor& sqDiags, int64_t width, double scale);

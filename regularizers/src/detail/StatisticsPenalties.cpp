@@ -54,12 +54,6 @@ double divisorOf(PenaltyKind kind, int64_t M, int64_t K) {
   }
 }
 
-// Largest eigenvalue of symmetric matrices [..., M, M] (eigenvalues ascend).
-Tensor largestEigenvalue(const Tensor& sym) {
-  const Tensor eig = torch::linalg_eigvalsh(sym);
-  return eig.select(-1, eig.size(-1) - 1);
-}
-
 }  // namespace
 
 StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method) {
