@@ -40,6 +40,7 @@ struct LayerPlan {
   bool gather = false;
   bool complete = false;  // every rank's rows are in z (one rank, or gathered): covariances from rows
   Tensor labels;          // [n] labels of z's rows (where class-wise)
+  Tensor probs;           // [n, C] probabilities of z's rows (where xcov)
   detail::LayerStats stats;
 };
 
@@ -95,7 +96,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
   auto planOf = [&](const std::string& layer) -> LayerPlan& {
     for (auto& p : plans)
       if (p.name == layer) return p;
-    plans.push_back(LayerPlan{layer, {}, {}, {}, false, false, {}, {}});
+    plans.push_back(LayerPlan{layer, {}, {}, {}, false, false, {}, {}, {}});
     return plans.back();
   };
   for (const auto& spec : specs_) {
@@ -150,6 +151,8 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     plan.complete = !multiRank || plan.gather;
     if (!plan.complete) continue;
     plan.labels = plan.gather ? allLabels : batch.labels;
+    if (plan.layout.probs() > 0)
+      plan.probs = plan.gather ? allProbs.narrow(1, 0, plan.layout.probs()) : batch.probabilities;
     detail::StatsNeeds rest;
     for (const auto& spec : specs_) {
       const PenaltyKind kind = detail::penaltyKind(spec.name);
@@ -209,7 +212,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
         const LayerPlan& plan = planOf(t);
         const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
         if (plan.complete && detail::fromRows(kind, plan.z))
-          emit(t, detail::rowsPenalty(kind, spec, plan.z, plan.labels, numClasses_), dtype);
+          emit(t, detail::rowsPenalty(kind, spec, plan.z, plan.labels, plan.probs, numClasses_), dtype);
         else
           emit(t, detail::statisticsPenalty(kind, spec, plan.stats, plan.layout.width(), numClasses_), dtype);
       }

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 namespace repshape::test {
 namespace {
@@ -20,7 +21,7 @@ double maxAbs(const Tensor& t) { return t.numel() ? t.abs().max().item<double>()
 // The covariance family from rows (one rank / gathered rows: fp32 rows centred by their class
 // mean, one fp32 GEMM) equals the packed fp64 path on the same fp32 data with |mean|/std = 1e3,
 // for balanced (one padded bmm) and unbalanced (a GEMM per class) labels; an uncentred fp32 Gram
-// would be off by ~10 % there.
+// would be off by ~10 % there. vr / cw-vr from rows (fp64 centring) on the same data.
 TEST(Penalties, RowsPathMatchesPackedFp64ForLargeMeans) {
   torch::manual_seed(23);
   const int64_t n = 300, m = 16, K = 3;
@@ -39,7 +40,8 @@ TEST(Penalties, RowsPathMatchesPackedFp64ForLargeMeans) {
   unbalanced.narrow(0, 10, 8).fill_(2);
   unbalanced = unbalanced.index_select(0, torch::randperm(n, torch::kLong));
   for (const auto& labels : {balanced, unbalanced})
-    for (const char* text : {"cr", "cw-cr", "cw-cr:normalized=true", "lsigma", "corr"}) {
+    for (const char* text :
+         {"cr", "cw-cr", "cw-cr:normalized=true", "lsigma", "corr", "vr", "cw-vr", "cw-vr:normalized=true"}) {
       SCOPED_TRACE(std::string(text) + (labels.equal(balanced) ? " (balanced)" : " (unbalanced)"));
       const reg::PenaltySpec spec = parseCase(text);
       reg::LocalReducer local;  // one rank: the rows path
@@ -94,6 +96,32 @@ TEST(Penalties, CwCrKernelFormMatchesPackedFp64) {
       EXPECT_NEAR(value.item<double>(), ref.item<double>(), v.valueTol * std::abs(ref.item<double>()));
       EXPECT_LE(maxAbs(g - gRef), v.gradTol * maxAbs(gRef));
     }
+}
+
+// xcov from rows (one rank, fp64 centred product) equals the packed fp64 cross sums, in the value
+// and in both gradients (activations and probabilities), on fp32 rows with |mean|/std = 1e3.
+TEST(Penalties, XcovRowsPathMatchesPackedFp64) {
+  torch::manual_seed(37);
+  const int64_t n = 50, m = 12, c = 4;
+  const Tensor z32 = (torch::randn({n, m}) + torch::linspace(500, 2000, m)).to(torch::kFloat32);
+  const Tensor p32 = torch::softmax(torch::randn({n, c}) * 2, 1).to(torch::kFloat32);
+  const reg::PenaltySpec spec = parseCase("xcov");
+  auto run = [&](const Tensor& z, const Tensor& p, reg::Reducer& reducer, reg::StatisticsPath path) {
+    const Tensor zIn = z.detach().requires_grad_(true), pIn = p.detach().requires_grad_(true);
+    const Tensor v = penaltyValue(spec, zIn, Tensor(), pIn, Tensor(), 3, reducer, path);
+    const auto g = torch::autograd::grad({v}, {zIn, pIn});
+    return std::make_tuple(v.item<double>(), g[0].to(torch::kFloat64), g[1].to(torch::kFloat64));
+  };
+  reg::LocalReducer local;
+  const auto [value, dz, dp] = run(z32, p32, local, reg::StatisticsPath::kAuto);
+  CountingReducer packed;
+  packed.world = 2;
+  const auto [ref, dzRef, dpRef] =
+      run(z32.to(torch::kFloat64), p32.to(torch::kFloat64), packed, reg::StatisticsPath::kPacked);
+  ASSERT_EQ(packed.sums, 1);
+  EXPECT_NEAR(value, ref, 1e-6 * std::abs(ref));
+  EXPECT_LE(maxAbs(dz - dzRef), 1e-5 * maxAbs(dzRef));
+  EXPECT_LE(maxAbs(dp - dpRef), 1e-5 * maxAbs(dpRef));
 }
 
 // λ_max by power iteration equals eigvalsh's to 1e-12 relative, and its gradient v vᵀ equals

@@ -39,6 +39,15 @@ void covarianceGrad(FusedCovKind kind, const double* cov, double unbiased, int64
 torch::Tensor centredCovariancePenalty(FusedCovKind kind, const torch::Tensor& z, const torch::Tensor& labels,
                                        int64_t classes, double scale);
 
+// vr (K = 1, labels undefined) / cw-vr (labels [n] in [0, K)) from rows z [n, M] (CPU fp32/fp64)
+// when every row is at hand: scale · Σ_k (1/n_k) Σ_{rows of k} ‖z − μ_k‖², fp64 throughout
+// (RowsPenalties.cpp). 0-dim fp64.
+torch::Tensor rowsVariancePenalty(const torch::Tensor& z, const torch::Tensor& labels, int64_t classes, double scale);
+
+// xcov from rows z [n, M] and probabilities [n, C] (CPU) when every row is at hand:
+// scale · ½‖(P − p̄)ᵀ(Z − z̄)/n‖_F², fp64 (RowsPenalties.cpp). 0-dim fp64.
+torch::Tensor rowsCrossCovariancePenalty(const torch::Tensor& z, const torch::Tensor& probs, double scale);
+
 // Largest eigenvalue of symmetric matrices [..., M, M] → [...] (LargestEigenvalue.cpp): power
 // iteration to a residual of 1e-12·λ on CPU fp64, eigh where it does not converge (or elsewhere);
 // backward v vᵀ.

@@ -82,10 +82,14 @@ StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method) {
 bool fromRows(PenaltyKind kind, const Tensor& z) {
   const bool covariance = kind == PenaltyKind::kLsigma || kind == PenaltyKind::kCr || kind == PenaltyKind::kCwCr ||
                           kind == PenaltyKind::kCorr;
-  return covariance && z.is_cpu() && z.dim() == 2 && z.is_floating_point();
+  const bool fp64Rows = kind == PenaltyKind::kVr || kind == PenaltyKind::kCwVr || kind == PenaltyKind::kXcov;
+  if (!z.is_cpu() || z.dim() != 2) return false;
+  if (covariance) return z.is_floating_point();
+  return fp64Rows && (z.scalar_type() == torch::kFloat32 || z.scalar_type() == torch::kFloat64);
 }
 
-Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, const Tensor& labels, int64_t numClasses) {
+Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, const Tensor& labels,
+                   const Tensor& probs, int64_t numClasses) {
   const int64_t M = z.size(1);
   const double divisor = spec.normalized ? divisorOf(kind, M, numClasses) : 1.0;
   switch (kind) {  // scales as in statisticsPenalty's fused calls
@@ -98,7 +102,14 @@ Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, c
     case PenaltyKind::kCorr:
       return centredCovariancePenalty(FusedCovKind::kCorr, z, labels, 1,
                                       1.0 / (2.0 * static_cast<double>(M)) / divisor);
-    default: throw std::invalid_argument(std::string(canonicalName(kind)) + " is not a covariance penalty");
+    case PenaltyKind::kVr: return rowsVariancePenalty(z, labels, 1, 1.0 / divisor);
+    case PenaltyKind::kCwVr:
+      TORCH_CHECK(labels.defined(), "penalties: class-wise penalties need labels");
+      return rowsVariancePenalty(z, labels, numClasses, 1.0 / divisor);
+    case PenaltyKind::kXcov:
+      TORCH_CHECK(probs.defined(), "penalties: xcov needs probabilities");
+      return rowsCrossCovariancePenalty(z, probs, 1.0 / divisor);
+    default: throw std::invalid_argument(std::string(canonicalName(kind)) + " has no rows form");
   }
 }
 
