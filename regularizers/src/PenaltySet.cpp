@@ -38,6 +38,9 @@ struct LayerPlan {
   detail::StatsLayout layout;
   Tensor z;  // [n, M]
   bool gather = false;
+  bool complete = false;  // every rank's rows are in z (one rank, or gathered): covariances from rows
+  Tensor labels;          // [n] labels of z's rows (where class-wise)
+  Tensor probs;           // [n, C] probabilities of z's rows (where xcov)
   detail::LayerStats stats;
 };
 
@@ -93,7 +96,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
   auto planOf = [&](const std::string& layer) -> LayerPlan& {
     for (auto& p : plans)
       if (p.name == layer) return p;
-    plans.push_back(LayerPlan{layer, {}, {}, {}, false, {}});
+    plans.push_back(LayerPlan{layer, {}, {}, {}, false, false, {}, {}, {}});
     return plans.back();
   };
   for (const auto& spec : specs_) {
@@ -142,12 +145,33 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     if (gatherLabels) allLabels = gathered.select(1, column).detach().round().to(torch::kLong);
   }
 
+  // Where every row is at hand, the covariance family runs on the rows (fromRows): its sums are
+  // not formed; a layer left with no other penalty forms none.
+  for (auto& plan : plans) {
+    plan.complete = !multiRank || plan.gather;
+    if (!plan.complete) continue;
+    plan.labels = plan.gather ? allLabels : batch.labels;
+    if (plan.layout.probs() > 0)
+      plan.probs = plan.gather ? allProbs.narrow(1, 0, plan.layout.probs()) : batch.probabilities;
+    detail::StatsNeeds rest;
+    for (const auto& spec : specs_) {
+      const PenaltyKind kind = detail::penaltyKind(spec.name);
+      if (!detail::usesStatistics(kind) || detail::fromRows(kind, plan.z)) continue;
+      if (std::find(spec.targets.begin(), spec.targets.end(), plan.name) != spec.targets.end())
+        rest.merge(detail::statsNeeds(kind, spec.method));
+    }
+    plan.needs = rest;
+    plan.layout = detail::StatsLayout(rest, plan.layout.width(), numClasses_, plan.layout.probs());
+  }
+  auto formsSums = [](const LayerPlan& plan) { return !plan.complete || plan.needs.anyAtAll(); };
+
   // 3. Local sums of every packed layer: one SUM and at most one MAX collective for all of them;
   // a gathered layer's sums over all rows are already global.
   std::vector<Tensor> sumParts, maxParts;
   std::vector<int64_t> sumSizes, maxSizes;
   int64_t maxSize = 0;
   for (auto& plan : plans) {
+    if (!formsSums(plan)) continue;
     if (plan.gather) {
       const Tensor labels = plan.needs.anyClass() ? allLabels : Tensor();
       const Tensor probs = plan.needs.cross ? allProbs.narrow(1, 0, plan.layout.probs()) : Tensor();
@@ -169,7 +193,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     const auto maxByLayer = maxSize == 0 ? std::vector<Tensor>(sumParts.size()) : maxes.split_with_sizes(maxSizes);
     std::size_t i = 0;
     for (auto& plan : plans)
-      if (!plan.gather) {
+      if (!plan.gather && formsSums(plan)) {
         plan.stats = detail::unpackStatistics(sumByLayer[i], maxByLayer[i], plan.layout);
         ++i;
       }
@@ -186,8 +210,11 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     if (detail::usesStatistics(kind)) {
       for (const auto& t : spec.targets) {
         const LayerPlan& plan = planOf(t);
-        emit(t, detail::statisticsPenalty(kind, spec, plan.stats, plan.layout.width(), numClasses_),
-             findNamed(batch.activations, t, "activations").scalar_type());
+        const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
+        if (plan.complete && detail::fromRows(kind, plan.z))
+          emit(t, detail::rowsPenalty(kind, spec, plan.z, plan.labels, plan.probs, numClasses_), dtype);
+        else
+          emit(t, detail::statisticsPenalty(kind, spec, plan.stats, plan.layout.width(), numClasses_), dtype);
       }
     } else if (detail::usesPairs(kind)) {
       for (const auto& t : spec.targets) {

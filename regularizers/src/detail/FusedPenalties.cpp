@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace repshape::reg::detail {
 
@@ -36,7 +41,9 @@ void corrScales(const double* cov, int64_t M, double* sd) {
   for (int64_t i = 0; i < M; ++i) sd[i] = std::sqrt(cov[i * M + i] + kCorrEpsilon);
 }
 
-double groupValue(FusedCovKind kind, const double* cov, int64_t M, double* sd) {
+}  // namespace
+
+double covarianceValue(FusedCovKind kind, const double* cov, int64_t M, double* sd) {
   double total = 0.0;
   switch (kind) {
     case FusedCovKind::kLsigma:
@@ -61,7 +68,7 @@ double groupValue(FusedCovKind kind, const double* cov, int64_t M, double* sd) {
 }
 
 // dΩ_group/dC written into grad [M·M] (C the biased covariance; the unbiased factor is applied).
-void groupCovGrad(FusedCovKind kind, const double* cov, double unbiased, int64_t M, double* sd, double* grad) {
+void covarianceGrad(FusedCovKind kind, const double* cov, double unbiased, int64_t M, double* sd, double* grad) {
   switch (kind) {
     case FusedCovKind::kLsigma:
       // d|x|/dx = sign(x), 0 at 0 (as torch.abs).
@@ -91,6 +98,8 @@ void groupCovGrad(FusedCovKind kind, const double* cov, double unbiased, int64_t
   }
 }
 
+namespace {
+
 void checkSizes(const Tensor& counts, const Tensor& sums, const Tensor& second, int64_t secondPerGroup,
                 int64_t M) {
   const int64_t K = counts.numel();
@@ -114,7 +123,7 @@ class CovariancePenaltyFn : public torch::autograd::Function<CovariancePenaltyFn
       double* cov = covs.data_ptr<double>() + k * M * M;
       groupCovariance(fk, n.data_ptr<double>()[k], s.data_ptr<double>() + k * M, g.data_ptr<double>() + k * M * M, M,
                       means.data_ptr<double>() + k * M, cov);
-      total += groupValue(fk, cov, M, sd.data());
+      total += covarianceValue(fk, cov, M, sd.data());
     }
     ctx->save_for_backward({n, s, g});
     ctx->saved_data["covs"] = covs;
@@ -144,7 +153,7 @@ class CovariancePenaltyFn : public torch::autograd::Function<CovariancePenaltyFn
       const double* mean = means.data_ptr<double>() + k * M;
       double* dGram = dGrams.data_ptr<double>() + k * M * M;  // dΩ/dC first, then dΩ/dG in place
       double* dSum = dSums.data_ptr<double>() + k * M;
-      groupCovGrad(fk, cov, unbiased, M, sd.data(), dGram);
+      covarianceGrad(fk, cov, unbiased, M, sd.data(), dGram);
       // C = G/n − μμᵀ, μ = S/n:  dΩ/dG = D/n,  dΩ/dS_l = −(Σ_j D_lj μ_j + Σ_i D_il μ_i)/n.
       const double perCount = upstream / std::max(count, 1.0);
       std::fill(dSum, dSum + M, 0.0);
@@ -211,11 +220,47 @@ class VariancePenaltyFn : public torch::autograd::Function<VariancePenaltyFn> {
   }
 };
 
+// Σ|w| or Σw² with fp64 accumulation. The build targets baseline x86-64 at -O2, where GCC does
+// not vectorise a reduction; SSE2 (part of x86-64) by hand: 4 elements per iteration, two fp64
+// accumulators (callgrind: 9 → ~3 Ir per weight). Scalar elsewhere and for the tail.
+template <bool L1>
+double normOfFloat(const float* p, int64_t n) {
+  int64_t i = 0;
+  double total = 0.0;
+#if defined(__SSE2__)
+  const __m128d absMask = _mm_castsi128_pd(_mm_set1_epi64x(0x7fffffffffffffffLL));
+  __m128d a0 = _mm_setzero_pd(), a1 = _mm_setzero_pd();
+  for (; i + 4 <= n; i += 4) {
+    const __m128 v = _mm_loadu_ps(p + i);
+    __m128d lo = _mm_cvtps_pd(v), hi = _mm_cvtps_pd(_mm_movehl_ps(v, v));
+    if constexpr (L1) {
+      lo = _mm_and_pd(lo, absMask);
+      hi = _mm_and_pd(hi, absMask);
+    } else {
+      lo = _mm_mul_pd(lo, lo);
+      hi = _mm_mul_pd(hi, hi);
+    }
+    a0 = _mm_add_pd(a0, lo);
+    a1 = _mm_add_pd(a1, hi);
+  }
+  double lanes[2];
+  _mm_storeu_pd(lanes, _mm_add_pd(a0, a1));
+  total = lanes[0] + lanes[1];
+#endif
+  for (; i < n; ++i) {
+    const double v = static_cast<double>(p[i]);
+    total += L1 ? std::abs(v) : v * v;
+  }
+  return total;
+}
+
 template <typename T>
 double normOf(const Tensor& w, bool l1) {
   const T* p = w.data_ptr<T>();
+  const int64_t n = w.numel();
+  if constexpr (std::is_same_v<T, float>) return l1 ? normOfFloat<true>(p, n) : normOfFloat<false>(p, n);
   double total = 0.0;
-  for (int64_t i = 0, n = w.numel(); i < n; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     const double v = static_cast<double>(p[i]);
     total += l1 ? std::abs(v) : v * v;
   }

@@ -1,5 +1,7 @@
 #include "detail/Statistics.h"
 
+#include "detail/ClassBlocks.h"
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -168,43 +170,9 @@ class LocalStatisticsFn : public torch::autograd::Function<LocalStatisticsFn> {
         const Tensor classSum = segment(sumPart, L[F::kClassSum], K * M).view({K, M});
         const Tensor classShift = (classSum / counts.clamp_min(1.0).unsqueeze(1)).to(gemmType);  // [K, M]
         const Tensor centred = zg - classShift.index_select(0, labels);  // [n, M], each row minus its class shift
-        const Tensor countsCpu = counts.cpu();
-        const double* nk = countsCpu.data_ptr<double>();
-        const int64_t largest = n > 0 ? static_cast<int64_t>(*std::max_element(nk, nk + K)) : 0;
-        Tensor gram;  // [K, M, M] gemmType, Σ_{S_k} (z − s_k)(z − s_k)ᵀ
-        if (K * largest <= 2 * n + K) {
-          // One bmm over rows grouped by class into a zero-padded [K, P, M] block, P the largest
-          // class: padding rows are zero and add nothing. Row i goes to slot label·P + (its rank
-          // among its class's rows).
-          const Tensor order = labels.argsort();
-          const Tensor sortedLabels = labels.index_select(0, order);
-          const Tensor start = counts.cumsum(0).sub_(counts).to(torch::kLong);  // [K] first sorted row of each class
-          const Tensor slotSorted = sortedLabels * largest + torch::arange(n, labels.options()) -
-                                    start.index_select(0, sortedLabels);
-          const Tensor slot = torch::empty_like(slotSorted).index_copy_(0, order, slotSorted);  // [n]
-          const Tensor padded = torch::zeros({K * largest, M}, zg.options()).index_copy_(0, slot, centred)
-                                    .view({K, largest, M});
-          gram = padded.transpose(1, 2).bmm(padded);
-          ctx->saved_data["padded"] = padded;
-          ctx->saved_data["slot"] = slot;
-        } else {
-          // Unbalanced classes: one GEMM per present class on the rows sorted by class.
-          const Tensor order = labels.argsort();
-          const Tensor sortedCentred = centred.index_select(0, order);
-          gram = torch::zeros({K, M, M}, zg.options());
-          int64_t begin = 0;
-          for (int64_t k = 0; k < K; ++k) {
-            const auto rows = static_cast<int64_t>(nk[k]);
-            if (rows == 0) continue;
-            const Tensor block = sortedCentred.narrow(0, begin, rows);
-            Tensor out = gram[k];
-            torch::mm_out(out, block.t(), block);
-            begin += rows;
-          }
-          ctx->saved_data["order"] = order;
-          ctx->saved_data["sortedCentred"] = sortedCentred;
-          ctx->saved_data["counts"] = countsCpu;
-        }
+        const ClassBlocks blocks(centred, labels, counts.cpu(), K);
+        const Tensor gram = blocks.grams();  // [K, M, M] gemmType, Σ_{S_k} (z − s_k)(z − s_k)ᵀ
+        blocks.save(ctx, "class.");
         // Batched uncentre: G_k + s_k·d_kᵀ + d_k·s_kᵀ, d_k = S1_k − n_k·s_k/2 (absent class: all 0).
         const Tensor shift64 = classShift.to(torch::kFloat64);
         const Tensor d = classSum - shift64 * (counts / 2.0).unsqueeze(1);
@@ -283,27 +251,7 @@ class LocalStatisticsFn : public torch::autograd::Function<LocalStatisticsFn> {
         const Tensor g = segment(gSum, L[F::kClassGram], K * M * M).view({K, M, M});
         const Tensor gSym = g + g.transpose(1, 2);  // [K, M, M]
         const Tensor classShift = ctx->saved_data["classShift"].toTensor();
-        if (ctx->saved_data.count("padded")) {
-          const Tensor padded = ctx->saved_data["padded"].toTensor();  // [K, P, M]
-          const Tensor out = padded.bmm(gSym.to(padded.scalar_type()));
-          dz += out.view({-1, M}).index_select(0, ctx->saved_data["slot"].toTensor()).to(torch::kFloat64);
-        } else {
-          const Tensor order = ctx->saved_data["order"].toTensor();
-          const Tensor sortedCentred = ctx->saved_data["sortedCentred"].toTensor();
-          const Tensor countsCpu = ctx->saved_data["counts"].toTensor();
-          const double* nk = countsCpu.data_ptr<double>();
-          const Tensor gSymLow = gSym.to(sortedCentred.scalar_type());
-          Tensor sortedGrad = torch::empty_like(sortedCentred);  // [n, M]
-          int64_t begin = 0;
-          for (int64_t k = 0; k < K; ++k) {
-            const auto rows = static_cast<int64_t>(nk[k]);
-            if (rows == 0) continue;
-            Tensor out = sortedGrad.narrow(0, begin, rows);
-            torch::mm_out(out, sortedCentred.narrow(0, begin, rows), gSymLow[k]);
-            begin += rows;
-          }
-          dz.index_add_(0, order, sortedGrad.to(torch::kFloat64));
-        }
+        dz += ClassBlocks::load(ctx, "class.").times(gSym).to(torch::kFloat64);
         // Per-class row term (G_k + G_kᵀ) s_k, [K, M].
         const Tensor classRow = gSym.bmm(classShift.to(torch::kFloat64).unsqueeze(2)).squeeze(2);
         dz += classRow.index_select(0, labels);

@@ -34,6 +34,7 @@ struct StatsNeeds {
   bool cross = false;           // xcov: Σ p [C] and Σ p zᵀ   [C, M]
 
   bool anyClass() const { return classSum || classSqDiag || classGram || classAbsCol || classRowAbsMax; }
+  bool anyAtAll() const { return sum || sqDiag || gram || absCol || rowAbsMax || cross || anyClass(); }
   void merge(const StatsNeeds& other);
 };
 

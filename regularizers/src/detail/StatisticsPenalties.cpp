@@ -54,12 +54,6 @@ double divisorOf(PenaltyKind kind, int64_t M, int64_t K) {
   }
 }
 
-// Largest eigenvalue of symmetric matrices [..., M, M] (eigenvalues ascend).
-Tensor largestEigenvalue(const Tensor& sym) {
-  const Tensor eig = torch::linalg_eigvalsh(sym);
-  return eig.select(-1, eig.size(-1) - 1);
-}
-
 }  // namespace
 
 StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method) {
@@ -83,6 +77,40 @@ StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method) {
     default: throw std::invalid_argument(std::string(canonicalName(kind)) + " is not a statistics penalty");
   }
   return n;
+}
+
+bool fromRows(PenaltyKind kind, const Tensor& z) {
+  const bool covariance = kind == PenaltyKind::kLsigma || kind == PenaltyKind::kCr || kind == PenaltyKind::kCwCr ||
+                          kind == PenaltyKind::kCorr;
+  const bool fp64Rows = kind == PenaltyKind::kVr || kind == PenaltyKind::kCwVr || kind == PenaltyKind::kXcov;
+  if (!z.is_cpu() || z.dim() != 2) return false;
+  if (covariance) return z.is_floating_point();
+  return fp64Rows && (z.scalar_type() == torch::kFloat32 || z.scalar_type() == torch::kFloat64);
+}
+
+Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, const Tensor& labels,
+                   const Tensor& probs, int64_t numClasses) {
+  const int64_t M = z.size(1);
+  const double divisor = spec.normalized ? divisorOf(kind, M, numClasses) : 1.0;
+  switch (kind) {  // scales as in statisticsPenalty's fused calls
+    case PenaltyKind::kLsigma:
+      return centredCovariancePenalty(FusedCovKind::kLsigma, z, labels, 1, 1.0 / static_cast<double>(M * M) / divisor);
+    case PenaltyKind::kCr: return centredCovariancePenalty(FusedCovKind::kCr, z, labels, 1, 1.0 / divisor);
+    case PenaltyKind::kCwCr:
+      TORCH_CHECK(labels.defined(), "penalties: class-wise penalties need labels");
+      return centredCovariancePenalty(FusedCovKind::kCr, z, labels, numClasses, 1.0 / divisor);
+    case PenaltyKind::kCorr:
+      return centredCovariancePenalty(FusedCovKind::kCorr, z, labels, 1,
+                                      1.0 / (2.0 * static_cast<double>(M)) / divisor);
+    case PenaltyKind::kVr: return rowsVariancePenalty(z, labels, 1, 1.0 / divisor);
+    case PenaltyKind::kCwVr:
+      TORCH_CHECK(labels.defined(), "penalties: class-wise penalties need labels");
+      return rowsVariancePenalty(z, labels, numClasses, 1.0 / divisor);
+    case PenaltyKind::kXcov:
+      TORCH_CHECK(probs.defined(), "penalties: xcov needs probabilities");
+      return rowsCrossCovariancePenalty(z, probs, 1.0 / divisor);
+    default: throw std::invalid_argument(std::string(canonicalName(kind)) + " has no rows form");
+  }
 }
 
 Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerStats& s, int64_t M,

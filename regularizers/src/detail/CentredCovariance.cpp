@@ -1,0 +1,241 @@
+// centredCovariancePenalty (FusedPenalties.h): the covariance family straight from rows when every
+// row is at hand. Per step: one fp32 GEMM (batched over classes) for the centred Grams, one fused
+// pass over K·M² that forms C_k, Ω and D_k = dΩ/dC_k together, and in the backward one batched
+// GEMM of the centred rows with D_k. The packed path (Statistics.cpp + fusedCovariancePenalty)
+// instead moves fp64 uncentred Grams through ~10 passes (uncentre, pack, unpack, penalty, split
+// backward, G + Gᵀ, casts); it stays the exact path when ranks must sum their Grams.
+#include "detail/ClassBlocks.h"
+#include "detail/FusedPenalties.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace repshape::reg::detail {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+namespace {
+
+// C is formed from the upper triangle of G̃ and mirrored, so C and D are exactly symmetric (the
+// GEMM's G̃_ij and G̃_ji may differ in the last bits) and the backward needs D, not D + Dᵀ.
+// Each returns Ω of one group and writes D (in G̃'s dtype) into d [M·M].
+// g [M·M] centred Gram, delta [M] = μ − s, invn = 1/max(n, 1), u the unbiased factor.
+
+// cr: Ω = ½ Σ_{i≠j} C_ij² = Σ_{i<j} C_ij², D = C off the diagonal.
+template <typename T>
+double crGroup(const T* g, const double* delta, double invn, int64_t M, T* d) {
+  double total = 0.0;
+  for (int64_t i = 0; i < M; ++i) {
+    const double di = delta[i];
+    const T* gi = g + i * M;
+    T* dRow = d + i * M;
+    double row = 0.0;
+    dRow[i] = T(0);
+    for (int64_t j = i + 1; j < M; ++j) {
+      const double c = static_cast<double>(gi[j]) * invn - di * delta[j];
+      row += c * c;
+      dRow[j] = static_cast<T>(c);
+    }
+    total += row;
+  }
+  for (int64_t i = 0; i < M; ++i)  // mirror: D_ji = D_ij
+    for (int64_t j = i + 1; j < M; ++j) d[j * M + i] = d[i * M + j];
+  return total;
+}
+
+// lsigma: Ω = Σ_ij |u·C_ij|, D = u·sign(C) (0 at 0, as torch.abs).
+template <typename T>
+double lsigmaGroup(const T* g, const double* delta, double invn, double u, int64_t M, T* d) {
+  double total = 0.0;
+  for (int64_t i = 0; i < M; ++i) {
+    const double di = delta[i];
+    for (int64_t j = i; j < M; ++j) {
+      const double c = (static_cast<double>(g[i * M + j]) * invn - di * delta[j]) * u;
+      total += (j == i ? 1.0 : 2.0) * std::abs(c);
+      const auto s = static_cast<T>(static_cast<double>((c > 0.0) - (c < 0.0)) * u);
+      d[i * M + j] = s;
+      d[j * M + i] = s;
+    }
+  }
+  return total;
+}
+
+// Any kind (corr): C into an fp64 buffer, then the shared value and gradient of FusedPenalties.cpp.
+template <typename T>
+double genericGroup(FusedCovKind kind, const T* g, const double* delta, double invn, double u, int64_t M, T* d,
+                    std::vector<double>& cov, std::vector<double>& grad, std::vector<double>& sd) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = i; j < M; ++j)
+      cov[i * M + j] = cov[j * M + i] = (static_cast<double>(g[i * M + j]) * invn - delta[i] * delta[j]) * u;
+  const double value = covarianceValue(kind, cov.data(), M, sd.data());
+  covarianceGrad(kind, cov.data(), u, M, sd.data(), grad.data());
+  for (int64_t i = 0; i < M * M; ++i) d[i] = static_cast<T>(grad[i]);
+  return value;
+}
+
+// Σ_k Ω_k over grams [K, M, M] (contiguous), writing D into dC [K, M, M].
+template <typename T>
+double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, const Tensor& counts, Tensor& dC) {
+  const int64_t K = grams.size(0), M = grams.size(1);
+  const T* g = grams.data_ptr<T>();
+  T* d = dC.data_ptr<T>();
+  const double* dl = delta.data_ptr<double>();
+  const double* nk = counts.data_ptr<double>();
+  std::vector<double> cov, grad, sd;
+  if (kind == FusedCovKind::kCorr) cov.resize(M * M), grad.resize(M * M), sd.resize(M);
+  double total = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const double invn = 1.0 / std::max(nk[k], 1.0);
+    const double u = kind == FusedCovKind::kCr ? 1.0 : nk[k] / std::max(nk[k] - 1.0, 1.0);
+    const T* gk = g + k * M * M;
+    T* dk = d + k * M * M;
+    switch (kind) {
+      case FusedCovKind::kCr: total += crGroup(gk, dl + k * M, invn, M, dk); break;
+      case FusedCovKind::kLsigma: total += lsigmaGroup(gk, dl + k * M, invn, u, M, dk); break;
+      case FusedCovKind::kCorr: total += genericGroup(kind, gk, dl + k * M, invn, u, M, dk, cov, grad, sd); break;
+    }
+  }
+  return total;
+}
+
+class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn> {
+  // cw-cr with classes smaller than the width (P < M, balanced): the n_k × n_k kernel form.
+  // X_k = Z_k − 1μ_kᵀ in fp64 (exact centring), A_k = X_k X_kᵀ [P, P], d_k = Σ_rows X_k² [M]:
+  //   ‖C_k‖_F² = ‖A_k‖_F²/n_k²,  Σ_i C_k,ii² = ‖d_k‖²/n_k²,  Ω_k = (‖A_k‖² − ‖d_k‖²)/(2 n_k²),
+  //   dΩ_k/dX_k = 2 (A_k X_k − X_k diag(d_k))/n_k²  (its column sums vanish: 1ᵀX_k = 0, so it is
+  //   also the gradient w.r.t. Z_k). Two bmm of K·P²·M instead of K·P·M² multiply-adds.
+  static Tensor kernelForward(AutogradContext* ctx, const Tensor& z, const Tensor& labels, const Tensor& z64,
+                              const Tensor& sums, const Tensor& counts, double scale) {
+    const int64_t K = counts.numel(), M = z.size(1);
+    const Tensor mean = sums / counts.clamp_min(1.0).unsqueeze(1);  // [K, M]
+    const ClassBlocks blocks(z64 - mean.index_select(0, labels), labels, counts, K);
+    const Tensor& x = blocks.padded();                           // [K, P, M] fp64, contiguous
+    const Tensor a = x.bmm(x.transpose(1, 2)).contiguous();      // [K, P, P]
+    const int64_t P = x.size(1);
+    Tensor d = torch::zeros({K, M}, x.options());
+    const double* xp = x.data_ptr<double>();
+    const double* ap = a.data_ptr<double>();
+    const double* nk = counts.data_ptr<double>();
+    double* dp = d.data_ptr<double>();
+    double total = 0.0;
+    for (int64_t k = 0; k < K; ++k) {
+      double* dk = dp + k * M;
+      for (int64_t p = 0; p < P; ++p) {
+        const double* row = xp + (k * P + p) * M;
+        for (int64_t i = 0; i < M; ++i) dk[i] += row[i] * row[i];
+      }
+      double sa = 0.0, sd = 0.0;
+      for (int64_t i = 0; i < P * P; ++i) sa += ap[k * P * P + i] * ap[k * P * P + i];
+      for (int64_t i = 0; i < M; ++i) sd += dk[i] * dk[i];
+      const double n = std::max(nk[k], 1.0);
+      total += (sa - sd) / (2.0 * n * n);
+    }
+    blocks.save(ctx, "");
+    ctx->saved_data["kernel"] = true;
+    ctx->saved_data["a"] = a;
+    ctx->saved_data["d"] = d;
+    ctx->saved_data["counts"] = counts;
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(z.scalar_type());
+    return torch::scalar_tensor(total * scale, z64.options());
+  }
+
+  static variable_list kernelBackward(AutogradContext* ctx, const variable_list& grads) {
+    const ClassBlocks blocks = ClassBlocks::load(ctx, "");
+    const Tensor& x = blocks.padded();
+    const Tensor counts = ctx->saved_data["counts"].toTensor();
+    const double upstream = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
+    const Tensor factor = (2.0 * upstream) / counts.clamp_min(1.0).square();  // [K]
+    // A X − X diag(d), then × 2g/n_k² per class; padding rows are zero and dropped by unpad.
+    const Tensor xd = x * ctx->saved_data["d"].toTensor().unsqueeze(1);  // X diag(d), [K, P, M]
+    const Tensor dx = torch::baddbmm(xd, ctx->saved_data["a"].toTensor(), x, /*beta=*/-1.0, /*alpha=*/1.0)
+                          .mul_(factor.view({-1, 1, 1}));
+    return {blocks.unpad(dx).to(static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt())), Tensor(), Tensor(),
+            Tensor(), Tensor()};
+  }
+
+ public:
+  static Tensor forward(AutogradContext* ctx, Tensor z, Tensor labels, int64_t kind, int64_t classes, double scale) {
+    const int64_t n = z.size(0), M = z.size(1), K = classes;
+    const auto gemmType = z.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+    const Tensor z64 = z.to(torch::kFloat64);
+    Tensor counts, sums;  // [K] fp64, [K, M] fp64
+    if (K == 1) {
+      counts = torch::full({1}, static_cast<double>(n), z64.options());
+      sums = z64.sum(0, true);
+    } else {
+      TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(),
+                  ", expected [", n, "]");
+      if (n > 0) {
+        const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
+        TORCH_CHECK(lo >= 0 && hi < K, "penalties: labels in [", lo, ", ", hi, "], expected [0, ", K, ")");
+      }
+      counts = torch::bincount(labels, {}, K).to(torch::kFloat64);
+      sums = torch::zeros({K, M}, z64.options()).index_add_(0, labels, z64);
+    }
+    const double* nk = counts.data_ptr<double>();
+    const auto largest = static_cast<int64_t>(n > 0 ? *std::max_element(nk, nk + K) : 0.0);
+    if (static_cast<FusedCovKind>(kind) == FusedCovKind::kCr && K > 1 && largest < M && K * largest <= 2 * n + K)
+      return kernelForward(ctx, z, labels, z64, sums, counts, scale);
+    ctx->saved_data["kernel"] = false;
+    // s_k: the class mean rounded to the GEMM dtype; δ_k = μ_k − s_k exactly in fp64 (0 for an
+    // absent class), so C_k = G̃_k/n_k − δ_k δ_kᵀ keeps fp64 accuracy of the centring.
+    const Tensor mean = sums / counts.clamp_min(1.0).unsqueeze(1);
+    const Tensor shift = mean.to(gemmType);
+    const Tensor delta = (mean - shift.to(torch::kFloat64)).contiguous();
+    const Tensor zg = z.to(gemmType);
+    const Tensor centred = K == 1 ? zg - shift : zg - shift.index_select(0, labels);  // [n, M]
+    const ClassBlocks blocks(centred, labels, counts, K);
+    const Tensor grams = blocks.grams().contiguous();  // [K, M, M]
+    Tensor dC = torch::empty({K, M, M}, grams.options());
+    const auto fk = static_cast<FusedCovKind>(kind);
+    const double total = gemmType == torch::kFloat64 ? allGroups<double>(fk, grams, delta, counts, dC)
+                                                     : allGroups<float>(fk, grams, delta, counts, dC);
+    blocks.save(ctx, "");
+    ctx->saved_data["dC"] = dC;
+    ctx->saved_data["delta"] = delta.to(gemmType);
+    ctx->saved_data["counts"] = counts;
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(z.scalar_type());
+    ctx->save_for_backward({labels});
+    return torch::scalar_tensor(total * scale, z64.options());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (ctx->saved_data["kernel"].toBool()) return kernelBackward(ctx, grads);
+    const ClassBlocks blocks = ClassBlocks::load(ctx, "");
+    const Tensor labels = ctx->get_saved_variables()[0];
+    const Tensor dC = ctx->saved_data["dC"].toTensor();        // [K, M, M], symmetric
+    const Tensor delta = ctx->saved_data["delta"].toTensor();  // [K, M]
+    const Tensor counts = ctx->saved_data["counts"].toTensor();
+    const int64_t K = dC.size(0);
+    const double upstream = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
+    // dΩ/dz_i = 2 D_k (z_i − μ_k)/n_k = 2 (x̃_i D_k − δ_k D_k)/n_k, x̃_i = z_i − s_k (D symmetric).
+    const Tensor factor = (2.0 * upstream / counts.clamp_min(1.0)).to(dC.scalar_type());  // [K]
+    const Tensor rowTerm = delta.unsqueeze(1).bmm(dC).squeeze(1);                        // [K, M]
+    Tensor dz = blocks.times(dC);                                                       // [n, M]
+    if (K == 1) {
+      dz.sub_(rowTerm).mul_(factor);
+    } else {
+      dz.sub_(rowTerm.index_select(0, labels)).mul_(factor.index_select(0, labels).unsqueeze(1));
+    }
+    return {dz.to(static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt())), Tensor(), Tensor(), Tensor(),
+            Tensor()};
+  }
+};
+
+}  // namespace
+
+Tensor centredCovariancePenalty(FusedCovKind kind, const Tensor& z, const Tensor& labels, int64_t classes,
+                                double scale) {
+  TORCH_CHECK(z.dim() == 2 && z.is_cpu(), "penalties: centred covariance needs CPU rows [n, M], got ", z.sizes());
+  TORCH_CHECK(kind == FusedCovKind::kCr || classes == 1, "penalties: lsigma/corr over ", classes,
+              " groups, expected 1");
+  const Tensor l = classes > 1 ? labels.to(torch::kLong) : torch::empty({0}, z.options().dtype(torch::kLong));
+  return CentredCovarianceFn::apply(z, l, static_cast<int64_t>(kind), classes, scale);
+}
+
+}  // namespace repshape::reg::detail

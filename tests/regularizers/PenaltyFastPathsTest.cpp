@@ -1,0 +1,171 @@
+// The fast paths of the penalties (issue 12) against the paths they shortcut: the covariance
+// family from rows vs the packed fp64 sums, the cw-cr kernel form, and power iteration for λ_max
+// vs a full eigendecomposition.
+#include "TestSupport.h"
+
+#include "detail/FusedPenalties.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <tuple>
+
+namespace repshape::test {
+namespace {
+
+using torch::Tensor;
+namespace detail = reg::detail;
+
+double maxAbs(const Tensor& t) { return t.numel() ? t.abs().max().item<double>() : 0.0; }
+
+// The covariance family from rows (one rank / gathered rows: fp32 rows centred by their class
+// mean, one fp32 GEMM) equals the packed fp64 path on the same fp32 data with |mean|/std = 1e3,
+// for balanced (one padded bmm) and unbalanced (a GEMM per class) labels; an uncentred fp32 Gram
+// would be off by ~10 % there. vr / cw-vr from rows (fp64 centring) on the same data.
+TEST(Penalties, RowsPathMatchesPackedFp64ForLargeMeans) {
+  torch::manual_seed(23);
+  const int64_t n = 300, m = 16, K = 3;
+  const Tensor z32 = (torch::randn({n, m}) * torch::linspace(0.5, 2.0, m) + torch::linspace(500, 2000, m))
+                         .to(torch::kFloat32);
+  const Tensor z64 = z32.to(torch::kFloat64);
+  // Naive fp32 covariance of the same data: shows the offset is large enough to matter.
+  const Tensor naive = (z32.t().mm(z32) / static_cast<float>(n) - torch::outer(z32.mean(0), z32.mean(0))).to(torch::kFloat64);
+  const Tensor centred = z64 - z64.mean(0);
+  const Tensor exact = centred.t().mm(centred) / static_cast<double>(n);
+  ASSERT_GT(((naive - exact).norm() / exact.norm()).item<double>(), 1e-2);
+
+  const Tensor balanced = torch::randint(0, K, {n}, torch::kLong);
+  Tensor unbalanced = torch::zeros({n}, torch::kLong);  // 3·282 > 2·300 + 3: one GEMM per class
+  unbalanced.narrow(0, 0, 10).fill_(1);
+  unbalanced.narrow(0, 10, 8).fill_(2);
+  unbalanced = unbalanced.index_select(0, torch::randperm(n, torch::kLong));
+  for (const auto& labels : {balanced, unbalanced})
+    for (const char* text :
+         {"cr", "cw-cr", "cw-cr:normalized=true", "lsigma", "corr", "vr", "cw-vr", "cw-vr:normalized=true"}) {
+      SCOPED_TRACE(std::string(text) + (labels.equal(balanced) ? " (balanced)" : " (unbalanced)"));
+      const reg::PenaltySpec spec = parseCase(text);
+      reg::LocalReducer local;  // one rank: the rows path
+      const Tensor zRows = z32.detach().requires_grad_(true);
+      const Tensor v = penaltyValue(spec, zRows, labels, Tensor(), Tensor(), K, local);
+      const Tensor g = torch::autograd::grad({v}, {zRows})[0].to(torch::kFloat64);
+      CountingReducer packed;  // two ranks reported, nothing moved: one process's packed fp64 sums
+      packed.world = 2;
+      const Tensor zRef = z64.detach().requires_grad_(true);
+      const Tensor ref = penaltyValue(spec, zRef, labels, Tensor(), Tensor(), K, packed, reg::StatisticsPath::kPacked);
+      ASSERT_EQ(packed.sums, 1);
+      const Tensor gRef = torch::autograd::grad({ref}, {zRef})[0];
+      EXPECT_NEAR(v.item<double>(), ref.item<double>(), 1e-5 * std::abs(ref.item<double>()));
+      EXPECT_LE(maxAbs(g - gRef), 1e-4 * maxAbs(gRef));
+    }
+}
+
+// cw-cr with classes smaller than the width takes the n_k × n_k kernel form (rows path, balanced
+// classes, largest class P = 20 < M = 40; K·P = 120 ≤ 2n + K = 126): equal to the packed fp64 path
+// in fp64, and with fp32 rows at |mean|/std = 1e3; one class absent, one with a single sample.
+TEST(Penalties, CwCrKernelFormMatchesPackedFp64) {
+  torch::manual_seed(29);
+  const int64_t m = 40, K = 6;
+  std::vector<int64_t> perClass = {14, 12, 1, 13, 20, 0}, labelList;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < perClass[k]; ++i) labelList.push_back(k);
+  const auto n = static_cast<int64_t>(labelList.size());
+  const Tensor labels = torch::tensor(labelList, torch::kLong).index_select(0, torch::randperm(n, torch::kLong));
+  const Tensor mix = torch::randn({m, m}, torch::kFloat64) * 0.3 + torch::eye(m, torch::kFloat64);
+  const Tensor base = torch::randn({n, m}, torch::kFloat64).mm(mix);
+  struct Variant {
+    const char* what;
+    Tensor z;
+    double valueTol, gradTol;
+  };
+  const Tensor offset = torch::linspace(500, 2000, m, torch::kFloat64);
+  for (const auto& v : {Variant{"fp64", base + 0.3, 1e-10, 1e-10},
+                        Variant{"fp32, |mean|/std = 1e3", (base + offset).to(torch::kFloat32), 1e-5, 1e-4}})
+    for (const char* text : {"cw-cr", "cw-cr:normalized=true"}) {
+      SCOPED_TRACE(std::string(text) + ", " + v.what);
+      const reg::PenaltySpec spec = parseCase(text);
+      reg::LocalReducer local;
+      const Tensor zRows = v.z.detach().requires_grad_(true);
+      const Tensor value = penaltyValue(spec, zRows, labels, Tensor(), Tensor(), K, local);
+      const Tensor g = torch::autograd::grad({value}, {zRows})[0].to(torch::kFloat64);
+      CountingReducer packed;
+      packed.world = 2;
+      const Tensor zRef = v.z.to(torch::kFloat64).detach().requires_grad_(true);
+      const Tensor ref = penaltyValue(spec, zRef, labels, Tensor(), Tensor(), K, packed, reg::StatisticsPath::kPacked);
+      ASSERT_EQ(packed.sums, 1);
+      const Tensor gRef = torch::autograd::grad({ref}, {zRef})[0];
+      EXPECT_NEAR(value.item<double>(), ref.item<double>(), v.valueTol * std::abs(ref.item<double>()));
+      EXPECT_LE(maxAbs(g - gRef), v.gradTol * maxAbs(gRef));
+    }
+}
+
+// xcov from rows (one rank, fp64 centred product) equals the packed fp64 cross sums, in the value
+// and in both gradients (activations and probabilities), on fp32 rows with |mean|/std = 1e3.
+TEST(Penalties, XcovRowsPathMatchesPackedFp64) {
+  torch::manual_seed(37);
+  const int64_t n = 50, m = 12, c = 4;
+  const Tensor z32 = (torch::randn({n, m}) + torch::linspace(500, 2000, m)).to(torch::kFloat32);
+  const Tensor p32 = torch::softmax(torch::randn({n, c}) * 2, 1).to(torch::kFloat32);
+  const reg::PenaltySpec spec = parseCase("xcov");
+  auto run = [&](const Tensor& z, const Tensor& p, reg::Reducer& reducer, reg::StatisticsPath path) {
+    const Tensor zIn = z.detach().requires_grad_(true), pIn = p.detach().requires_grad_(true);
+    const Tensor v = penaltyValue(spec, zIn, Tensor(), pIn, Tensor(), 3, reducer, path);
+    const auto g = torch::autograd::grad({v}, {zIn, pIn});
+    return std::make_tuple(v.item<double>(), g[0].to(torch::kFloat64), g[1].to(torch::kFloat64));
+  };
+  reg::LocalReducer local;
+  const auto [value, dz, dp] = run(z32, p32, local, reg::StatisticsPath::kAuto);
+  CountingReducer packed;
+  packed.world = 2;
+  const auto [ref, dzRef, dpRef] =
+      run(z32.to(torch::kFloat64), p32.to(torch::kFloat64), packed, reg::StatisticsPath::kPacked);
+  ASSERT_EQ(packed.sums, 1);
+  EXPECT_NEAR(value, ref, 1e-6 * std::abs(ref));
+  EXPECT_LE(maxAbs(dz - dzRef), 1e-5 * maxAbs(dzRef));
+  EXPECT_LE(maxAbs(dp - dpRef), 1e-5 * maxAbs(dpRef));
+}
+
+// λ_max by power iteration equals eigvalsh's to 1e-12 relative, and its gradient v vᵀ equals
+// autograd through eigvalsh: a well separated top (the mean direction of an uncentred Gram), a
+// near-degenerate top pair (1 + 1e-9: the iteration cannot converge, the eigh fallback answers), a
+// dominant negative eigenvalue (power iteration would find it; λ_max is the positive one), an
+// exactly degenerate top, the zero matrix, and a batch of them at once (cw-rr exact).
+TEST(Penalties, LargestEigenvalueMatchesEigvalsh) {
+  torch::manual_seed(31);
+  const int64_t m = 30;
+  auto withSpectrum = [&](std::vector<double> top) {
+    const Tensor q = std::get<0>(torch::linalg_qr(torch::randn({m, m}, torch::kFloat64)));
+    Tensor spectrum = torch::rand({m}, torch::kFloat64) * 0.5;
+    for (std::size_t i = 0; i < top.size(); ++i) spectrum[static_cast<int64_t>(i)] = top[i];
+    return (q * spectrum).mm(q.t());
+  };
+  const Tensor rows = torch::relu(torch::randn({80, m}, torch::kFloat64)) + 0.2;
+  const std::vector<std::pair<const char*, Tensor>> cases = {
+      {"uncentred Gram", rows.t().mm(rows)},
+      {"near-degenerate top", withSpectrum({5.0, 5.0 * (1 + 1e-9), 1.0})},
+      {"dominant negative", withSpectrum({-9.0, 3.0, 2.9})},
+      {"degenerate top", withSpectrum({4.0, 4.0, 4.0})},
+      {"zero", torch::zeros({m, m}, torch::kFloat64)}};
+  std::vector<Tensor> all;
+  for (const auto& [what, g] : cases) {
+    SCOPED_TRACE(what);
+    const Tensor sym = ((g + g.t()) / 2).detach().requires_grad_(true);
+    const Tensor value = detail::largestEigenvalue(sym);
+    const Tensor eig = torch::linalg_eigvalsh(sym.detach());
+    const double ref = eig[m - 1].item<double>();
+    EXPECT_NEAR(value.item<double>(), ref, 1e-12 * std::max(1.0, std::abs(ref)));
+    all.push_back(sym.detach());
+    if (std::string(what) == "degenerate top" || std::string(what) == "zero") continue;  // gradient not unique
+    const Tensor refSym = sym.detach().requires_grad_(true);
+    const Tensor refGrad = torch::autograd::grad({torch::linalg_eigvalsh(refSym)[m - 1]}, {refSym})[0];
+    const Tensor grad = torch::autograd::grad({value}, {sym})[0];
+    // eigvalsh's gradient is V diag(e_M) Vᵀ symmetrised; v vᵀ is symmetric already.
+    EXPECT_LE(maxAbs(grad - (refGrad + refGrad.t()) / 2), 1e-8) << what;
+  }
+  const Tensor batch = torch::stack(all);  // [5, m, m]
+  const Tensor values = detail::largestEigenvalue(batch);
+  const Tensor refs = torch::linalg_eigvalsh(batch).select(-1, m - 1);
+  EXPECT_LE(maxAbs(values - refs), 1e-12 * maxAbs(refs));
+}
+
+}  // namespace
+}  // namespace repshape::test
