@@ -10,6 +10,7 @@ build=${1:?usage: run-all.sh BUILD [REPEAT]}; repeat=${2:-3}
 build=$(cd "$build" && pwd)
 bin=$build/runner/repshape
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+: > "$out/commands.txt"  # section 1 runs no repshape command
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export OPENBLAS_NUM_THREADS=1  # Python: torch.set_num_threads(1) does not reach OpenBLAS's pool
 py=/usr/bin/python3
