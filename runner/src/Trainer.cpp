@@ -119,10 +119,10 @@ std::string Trainer::nonFiniteParameter() const {
   return "";
 }
 
-bool Trainer::gradientsFinite() const {
+bool Trainer::gradientsFinite(const std::vector<torch::Tensor>& parameters) const {
   // Gradients are summed across ranks, so this answer is the same on every rank.
   std::vector<torch::Tensor> grads;
-  for (const auto& p : network_->parameters()) grads.push_back(p.grad());
+  for (const auto& p : parameters) grads.push_back(p.grad());
   return gradientNormFinite(grads);
 }
 
@@ -150,8 +150,10 @@ RunReport Trainer::run(const RunOptions& options) {
   info.layers = captureLayers_;
   for (RunSink* sink : options.sinks) sink->onStart(info);
 
-  auto optimizer = makeOptimizer(config_.optim, network_->parameters());
-  dist::GradientAllReducer gradients(comm_, network_->parameters());
+  // One walk of the module tree per run, not per step.
+  const std::vector<torch::Tensor> parameters = network_->parameters();
+  auto optimizer = makeOptimizer(config_.optim, parameters);
+  dist::GradientAllReducer gradients(comm_, parameters);
   CommReducer reducer(comm_, "penalty");
 
   int64_t samplesSinceLog = 0, stepsSinceLog = 0;
@@ -230,7 +232,7 @@ RunReport Trainer::run(const RunOptions& options) {
     // gradient instead of zeroing a buffer and adding into it; with several ranks the all-reduce
     // copies it into its bucket once (cheaper than a memset plus an in-place add), and a parameter
     // no rank reached keeps no gradient, so the optimizer skips it on every world size alike.
-    for (auto& p : network_->parameters()) p.mutable_grad().reset();
+    for (const auto& p : parameters) p.mutable_grad().reset();
     loss.backward();
     endPhase(kBackward);
     gradients.allReduce();
@@ -263,7 +265,7 @@ RunReport Trainer::run(const RunOptions& options) {
           term = "penalty " + penaltyKey(v);
           break;
         }
-    if (term.empty() && !gradientsFinite()) term = "gradient";
+    if (term.empty() && !gradientsFinite(parameters)) term = "gradient";
     if (!term.empty()) {
       const std::string parameter = nonFiniteParameter();  // an earlier update overflowed
       if (!parameter.empty()) term = parameter;

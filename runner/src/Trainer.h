@@ -78,7 +78,7 @@ class Trainer {
   void writeGradients(const std::string& path);
   // The first non-finite value among the parameters ("parameter h1.weight"), or "".
   std::string nonFiniteParameter() const;
-  bool gradientsFinite() const;
+  bool gradientsFinite(const std::vector<torch::Tensor>& parameters) const;
 
   const Config& config_;
   const data::DataSplits& data_;
