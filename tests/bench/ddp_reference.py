@@ -9,7 +9,7 @@ same maths as repshape's packed path). Fashion-MNIST, as train_reference.py.
   ddp_reference.py WORLD GLOBAL_BATCH STEPS [TRAIN_SIZE] [--no-penalty]
 
 Prints one JSON line (rank 0): samples/s over steps 21..STEPS, the final loss."""
-import gzip, json, os, sys, tempfile, time
+import json, os, sys, tempfile, time
 
 import numpy as np
 import torch
@@ -17,15 +17,9 @@ import torch.distributed as dist
 import torch.distributed.nn as dnn
 import torch.multiprocessing as mp
 
+from train_reference import idx  # the IDX reader of the one-process reference
+
 K, LAMBDA = 10, 1e-3
-
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 class Mlp(torch.nn.Module):

@@ -44,4 +44,5 @@ def main():
     elapsed = time.perf_counter() - start
     print(json.dumps({"samples_per_s": (steps - 20) * batch / elapsed, "final_loss": loss.item()}))
 
-main()
+if __name__ == "__main__":
+    main()
