@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "detail/Backends.h"
+#include "detail/IallreduceAlgorithm.h"
 #include "detail/MpiWorld.h"
 
 namespace repshape::dist::detail {
@@ -47,7 +48,7 @@ constexpr std::int64_t kMaxChunk = std::int64_t{1} << 30;
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(double timeoutSeconds)
-      : Communicator(timeoutSeconds), world_(MpiWorld::instance()) {
+      : Communicator(timeoutSeconds), world_(MpiWorld::instance()), schedule_(IallreduceAlgorithm::instance()) {
     REPSHAPE_MPI_CHECK(MPI_Comm_dup(world_.world(), &comm_));
     REPSHAPE_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   }
@@ -74,8 +75,8 @@ class MpiCommunicator final : public Communicator {
     do {  // one call even for an empty tensor: every rank issues the same collectives
       const int count = static_cast<int>(std::min(kMaxChunk, tensor.numel() - begin));
       MPI_Request request = MPI_REQUEST_NULL;
-      REPSHAPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + begin * elementBytes, count, type,
-                                        mpiOp(op), comm_, &request));
+      REPSHAPE_MPI_CHECK(schedule_.start(data + begin * elementBytes, count, static_cast<int>(elementBytes),
+                                         type, mpiOp(op), comm_, size(), &request));
       world_.wait(request, pending);
       begin += kMaxChunk;
     } while (begin < tensor.numel());
@@ -180,6 +181,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   MpiWorld& world_;
+  const IallreduceAlgorithm& schedule_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   std::int64_t seq_ = 0;  // collectives issued on this communicator, for error messages
 };

@@ -127,6 +127,35 @@ int main(int argc, char** argv) {
            static_cast<std::int64_t>(ring * cwcrStats * 8));
   }
 
+  // In-place all-reduce of fp32 buffers: repshape's schedule (Communicator::allReduce, the ring
+  // through libnbc's MPI_T control where it is faster) vs libnbc's own choice for an in-place call
+  // (binomial reduce + broadcast), polled the same way. 130 017 floats = the Choi MLP's gradients.
+  if (comm->backendName() == "mpi") {
+    for (const std::int64_t floats : {std::int64_t{5}, std::int64_t{2000}, std::int64_t{130017}}) {
+      torch::Tensor buffer = torch::rand({floats});
+      const Timing ours = measure(*comm, iterations * 5, [&] {
+        comm->allReduce(buffer, dist::ReduceOp::Sum, "bench.inplace");
+      });
+      std::vector<double> seconds;
+      for (int i = 0; i <= iterations * 5; ++i) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        const double start = MPI_Wtime();
+        MPI_Request request = MPI_REQUEST_NULL;
+        MPI_Iallreduce(MPI_IN_PLACE, buffer.data_ptr(), static_cast<int>(floats), MPI_FLOAT, MPI_SUM,
+                       MPI_COMM_WORLD, &request);
+        for (int done = 0; !done;) MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+        if (i > 0) seconds.push_back(MPI_Wtime() - start);
+      }
+      std::sort(seconds.begin(), seconds.end());
+      if (rank == 0)
+        std::printf("in-place all-reduce %7lld floats: repshape median %8.1f us min %8.1f us | libnbc's "
+                    "choice median %8.1f us min %8.1f us | ratio of medians %.2f\n",
+                    static_cast<long long>(floats), ours.median * 1e6, ours.min * 1e6,
+                    seconds[seconds.size() / 2] * 1e6, seconds.front() * 1e6,
+                    seconds[seconds.size() / 2] / ours.median);
+    }
+  }
+
   // The alternative: gather the activations (N rows of M fp32 over all ranks, split as the trainer
   // shards a batch) and compute the statistics redundantly on every rank.
   const std::int64_t mine = rows / w + (rank < rows % w ? 1 : 0);
