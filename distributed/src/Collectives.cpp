@@ -105,7 +105,32 @@ struct AllGatherRowsFunction : public torch::autograd::Function<AllGatherRowsFun
   }
 };
 
+struct SumGradientsFunction : public torch::autograd::Function<SumGradientsFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& tensor, Communicator* comm,
+                               const char* what) {
+    ctx->saved_data["comm"] = address(*comm);
+    ctx->saved_data["what"] = std::string(what);
+    return tensor.view_as(tensor);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    Communicator& comm = fromAddress(ctx->saved_data["comm"]);
+    const std::string what = ctx->saved_data["what"].toStringRef() + ".backward";
+    // Never undefined here: custom functions materialise a missing gradient as zeros, so every
+    // rank that reaches this node takes part in the collective.
+    torch::Tensor summed = stagingCopy(comm, grads[0]);
+    comm.allReduce(summed, ReduceOp::Sum, what.c_str());
+    return {summed.to(grads[0].device()), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor sumGradients(Communicator& comm, const torch::Tensor& tensor, const char* what) {
+  TORCH_CHECK(tensor.defined(), "sumGradients '", what, "': undefined tensor");
+  if (comm.size() == 1) return tensor;
+  return SumGradientsFunction::apply(tensor, &comm, what);
+}
 
 torch::Tensor allReduceSum(Communicator& comm, const torch::Tensor& local, ReduceBackward backward,
                            const char* what) {

@@ -42,6 +42,7 @@ struct LayerPlan {
   Tensor labels;          // [n] labels of z's rows (where class-wise)
   Tensor probs;           // [n, C] probabilities of z's rows (where xcov)
   detail::LayerStats stats;
+  Tensor ownZ, ownLabels;  // gathered rows of the classes this rank owns (split class-wise), lazily
 };
 
 StatisticsPath pathFromEnvironment() {
@@ -52,6 +53,18 @@ StatisticsPath pathFromEnvironment() {
   if (value == "gather") return StatisticsPath::kGather;
   throw std::invalid_argument("REPSHAPE_STATS_PATH='" + value + "': expected auto, packed or gather");
 }
+
+bool splitFromEnvironment() {
+  const char* text = std::getenv("REPSHAPE_SPLIT_CLASSES");
+  const std::string value = text ? text : "1";
+  if (value == "1" || value.empty()) return true;
+  if (value == "0") return false;
+  throw std::invalid_argument("REPSHAPE_SPLIT_CLASSES='" + value + "': expected 1 or 0");
+}
+
+// Penalties that are a plain sum of per-class terms over the classes present (SPEC §2), whose
+// rows path can therefore run on any set of whole classes.
+bool classSeparable(PenaltyKind kind) { return kind == PenaltyKind::kCwCr || kind == PenaltyKind::kCwVr; }
 
 // Bytes one rank contributes per step on each path (SPEC §4 volumes): packed fp64 sums vs the
 // layer's columns of the global rows (its own, a label column, the probability columns).
@@ -64,7 +77,7 @@ bool gatherIsCheaper(const detail::StatsLayout& layout, int64_t globalRows, int6
 }  // namespace
 
 PenaltySet::PenaltySet(std::vector<PenaltySpec> specs, int numClasses)
-    : specs_(std::move(specs)), numClasses_(numClasses), path_(pathFromEnvironment()) {
+    : specs_(std::move(specs)), numClasses_(numClasses), path_(pathFromEnvironment()), split_(splitFromEnvironment()) {
   for (const auto& spec : specs_) {
     validate(spec);
     const PenaltyKind kind = detail::penaltyKind(spec.name);
@@ -96,7 +109,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
   auto planOf = [&](const std::string& layer) -> LayerPlan& {
     for (auto& p : plans)
       if (p.name == layer) return p;
-    plans.push_back(LayerPlan{layer, {}, {}, {}, false, false, {}, {}, {}});
+    plans.push_back(LayerPlan{layer, {}, {}, {}, false, false, {}, {}, {}, {}, {}});
     return plans.back();
   };
   for (const auto& spec : specs_) {
@@ -211,7 +224,23 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
       for (const auto& t : spec.targets) {
         const LayerPlan& plan = planOf(t);
         const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
-        if (plan.complete && detail::fromRows(kind, plan.z))
+        if (plan.gather && split_ && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, plan.z)) {
+          // This rank's share: the classes k ≡ rank (mod W), each with all of its gathered rows.
+          // The shares' gradients meet in sumGradients' backward (one collective per layer).
+          LayerPlan& own = planOf(t);
+          if (!own.ownZ.defined()) {
+            const Tensor index = own.labels.remainder(reducer.worldSize()).eq(reducer.rank()).nonzero().squeeze(1);
+            own.ownZ = reducer.sumGradients(own.z).index_select(0, index);
+            own.ownLabels = own.labels.index_select(0, index);
+          }
+          // No rows of its classes in this batch: a zero share, still on the graph, so this rank
+          // joins the backward collective.
+          const Tensor share = own.ownZ.size(0) == 0
+                                   ? (own.ownZ.sum() * 0.0).to(torch::kFloat64)
+                                   : detail::rowsPenalty(kind, spec, own.ownZ, own.ownLabels, Tensor(), numClasses_);
+          emit(t, share, dtype);
+          values.back().rankShare = true;
+        } else if (plan.complete && detail::fromRows(kind, plan.z))
           emit(t, detail::rowsPenalty(kind, spec, plan.z, plan.labels, plan.probs, numClasses_), dtype);
         else
           emit(t, detail::statisticsPenalty(kind, spec, plan.stats, plan.layout.width(), numClasses_), dtype);

@@ -5,7 +5,8 @@
 namespace repshape {
 
 CommReducer::CommReducer(dist::Communicator& comm, std::string tag)
-    : comm_(comm), sumName_(tag + ".sum"), maxName_(tag + ".max"), gatherName_(tag + ".gatherRows") {}
+    : comm_(comm), sumName_(tag + ".sum"), maxName_(tag + ".max"), gatherName_(tag + ".gatherRows"),
+      shareName_(tag + ".shareGradients") {}
 
 torch::Tensor CommReducer::sum(const torch::Tensor& flat) {
   // Identity backward: the penalty is a replicated function of the global sums (SPEC §4).
@@ -18,6 +19,10 @@ torch::Tensor CommReducer::max(const torch::Tensor& flat) {
 
 torch::Tensor CommReducer::gatherRows(const torch::Tensor& rows) {
   return dist::allGatherRows(comm_, rows, gatherName_.c_str());
+}
+
+torch::Tensor CommReducer::sumGradients(const torch::Tensor& t) {
+  return dist::sumGradients(comm_, t, shareName_.c_str());
 }
 
 }  // namespace repshape

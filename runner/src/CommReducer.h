@@ -4,7 +4,8 @@
 //
 // Autograd convention: sum() and max() have an identity backward on this rank (the penalty built
 // from the reduced statistics is added in full on every rank); gatherRows() returns this rank's
-// slice of the incoming gradient. The trainer must then SUM parameter gradients across ranks
+// slice of the incoming gradient; sumGradients() sums its gradient over ranks (split class-wise
+// penalty shares). The trainer must then SUM parameter gradients across ranks
 // (dist::GradientAllReducer). Tensors may live on any device: they are moved to the
 // communicator's device for the collective and the result comes back on the input's device.
 
@@ -24,12 +25,15 @@ class CommReducer final : public reg::Reducer {
   torch::Tensor max(const torch::Tensor& flat) override;
   torch::Tensor gatherRows(const torch::Tensor& rows) override;
   int worldSize() const override { return comm_.size(); }
+  int rank() const override { return comm_.rank(); }
+  torch::Tensor sumGradients(const torch::Tensor& t) override;
 
  private:
   dist::Communicator& comm_;
   std::string sumName_;
   std::string maxName_;
   std::string gatherName_;
+  std::string shareName_;
 };
 
 }  // namespace repshape

@@ -217,10 +217,11 @@ RunReport Trainer::run(const RunOptions& options) {
       penaltyBatch.globalRows = globalRows;  // the per-layer path choice (StatisticsPath)
       if (penalties_.needsProbabilities()) penaltyBatch.probabilities = classProbabilities(config_.train.objective, logits);
       penaltyBatch.weights = network_->weightMatrices();
+      penaltyBatch.splitClassWise = world > 1;  // shares summed in the control all-reduce below
       values = penalties_.compute(penaltyBatch, reducer);
       for (const auto& v : values) {
         const torch::Tensor weighted = v.value.to(loss.dtype()) * v.weight;
-        penaltyTotal = penaltyTotal + weighted.detach();
+        if (!v.rankShare) penaltyTotal = penaltyTotal + weighted.detach();
         // Parameter-only terms are identical on every rank: count them once (SPEC §4).
         if (!v.parameterOnly || rank == 0) loss = loss + weighted;
       }
@@ -239,19 +240,28 @@ RunReport Trainer::run(const RunOptions& options) {
     endPhase(kGradComm);
     if (step == 0 && writer && !options.gradientDump.empty()) writeGradients(options.gradientDump);
 
-    // Control: [Σ task loss, # ranks with a non-finite local loss, # ranks with SIGINT, SIGTERM].
+    // Control: [Σ task loss, # ranks with a non-finite local loss, # ranks with SIGINT, SIGTERM,
+    // SIGUSR2, then every split class-wise penalty's share (PenaltyValue::rankShare)].
     const double localTask = taskSum.item<double>();
     const int stop = pendingStopSignal();
-    torch::Tensor control = torch::tensor({localTask, std::isfinite(localTask) ? 0.0 : 1.0,
-                                           stop == SIGINT ? 1.0 : 0.0, stop == SIGTERM ? 1.0 : 0.0,
-                                           stop == SIGUSR2 ? 1.0 : 0.0},
-                                          torch::kDouble);
+    std::vector<double> controlValues = {localTask, std::isfinite(localTask) ? 0.0 : 1.0,
+                                         stop == SIGINT ? 1.0 : 0.0, stop == SIGTERM ? 1.0 : 0.0,
+                                         stop == SIGUSR2 ? 1.0 : 0.0};
+    for (const auto& v : values)
+      if (v.rankShare) controlValues.push_back(v.value.item<double>());
+    torch::Tensor control = torch::tensor(controlValues, torch::kDouble);
     if (world > 1) {
       control = control.to(comm_.device());
       comm_.allReduce(control, dist::ReduceOp::Sum, "control");
       control = control.cpu();
     }
     const auto c = control.accessor<double, 1>();
+    int64_t shareSlot = kControlSlots;
+    for (auto& v : values)
+      if (v.rankShare) {  // the penalty's value: the sum of the ranks' shares
+        v.value = torch::tensor(c[shareSlot++], torch::kDouble);
+        penaltyTotal = penaltyTotal + v.value.to(penaltyTotal.dtype()) * v.weight;
+      }
     const double taskLoss = c[kTaskLossSum] / static_cast<double>(globalRows);
     const double penalty = penaltyTotal.item<double>();
 

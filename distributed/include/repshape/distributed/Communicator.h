@@ -119,7 +119,12 @@ torch::Tensor allReduceMax(Communicator& comm, const torch::Tensor& local, const
 // All-gather of rows for a replicated consumer: backward returns this rank's slice of the incoming
 // gradient (no scale, no reduction). Ranks may contribute different row counts, including 0.
 torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what);
-// On one rank all three return their input (identity forward and backward, nothing copied).
+// Identity forward; backward SUMS the incoming gradient over ranks. For a value each rank computes
+// a different share of from replicated inputs (a class-wise penalty over the gathered rows of the
+// classes this rank owns, SPEC §4 "ranks split the terms"): every rank's share reaches every
+// rank's rows. Every rank must reach this node in backward (use the tensor on every rank).
+torch::Tensor sumGradients(Communicator& comm, const torch::Tensor& tensor, const char* what);
+// On one rank all these return their input (identity forward and backward, nothing copied).
 // All three accept tensors on any device (moved to comm.device() for the transfer and back) and of
 // any shape; the result has the input's device and dtype. Backward of allReduceSum(Sum) issues a
 // collective, so every rank must run backward over the same graph.

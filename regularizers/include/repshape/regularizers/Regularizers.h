@@ -30,6 +30,10 @@ class Reducer {
   virtual torch::Tensor max(const torch::Tensor& flat) = 0;   // max over ranks, grad to the argmax rank
   virtual torch::Tensor gatherRows(const torch::Tensor& rows) = 0;  // [Σ n_r, ...], backward: own slice
   virtual int worldSize() const = 0;
+  virtual int rank() const { return 0; }
+  // Identity forward; backward sums the gradient over ranks (a value each rank computes a
+  // different share of). Every rank must use the result.
+  virtual torch::Tensor sumGradients(const torch::Tensor& t) { return t; }
 };
 
 // The reducer of a single process: every collective is the identity.
@@ -69,6 +73,14 @@ struct PenaltyBatch {
   // Rows of this step over all ranks (the same on every rank); 0 = unknown, which keeps every
   // statistics layer on the packed path under StatisticsPath::kAuto.
   int64_t globalRows = 0;
+  // Split class-wise penalties across ranks on gathered layers: rank r computes cw-cr / cw-vr over
+  // the classes k with k mod W = r only (every row of such a class is at hand after the gather),
+  // and returns that share with PenaltyValue::rankShare set. The caller must then sum those values
+  // over ranks for the penalty's value (the trainer adds them to its control all-reduce); the
+  // gradients are exact as they are (each share's gradient is summed over ranks in backward).
+  // Halves the redundant per-rank penalty work of the gather path at W = 2.
+  // REPSHAPE_SPLIT_CLASSES=0 in the environment turns it off.
+  bool splitClassWise = false;
 };
 
 // How a statistics layer crosses ranks; both exact. kPacked: its fp64 sums, 8·(sum + max part)
@@ -87,6 +99,9 @@ struct PenaltyValue {
   // True for terms computed from parameters alone (l1w, l2w, lsingle): identical on every rank,
   // so the runner must count them once (SPEC §4) when parameter gradients are summed.
   bool parameterOnly;
+  // This rank's share of a split class-wise penalty (PenaltyBatch::splitClassWise): the penalty's
+  // value is the sum of the shares over ranks.
+  bool rankShare = false;
 };
 
 class PenaltySet {
@@ -111,6 +126,7 @@ class PenaltySet {
   std::vector<PenaltySpec> specs_;
   int numClasses_;
   StatisticsPath path_;
+  bool split_ = true;  // REPSHAPE_SPLIT_CLASSES (PenaltyBatch::splitClassWise)
 };
 
 // ---- Representation metrics (SPEC §3) ------------------------------------------------------
