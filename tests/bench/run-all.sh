@@ -28,7 +28,7 @@ train_rate() {
   local cmd=("$bin" train "$config" --out "$out/$name" --overwrite "${mlp[@]}" --set train.batch_size=$batch
              --set train.steps=$steps --set train.log_every=$((steps - 20)) "$@")
   if [ "$world" -gt 1 ]; then cmd=(mpirun -np "$world" --oversubscribe --bind-to "${BIND:-none}" "${cmd[@]}"); fi
-  echo "$ ${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${cmd[*]}" >> "$out/commands.txt"
+  echo "$ ${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${cmd[*]}" >> "$out/commands.txt"
   "${cmd[@]}" > /dev/null
   $py -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]
 print(r["samples_per_s"], r.get("stats_bytes",0), r.get("stats_comm_s",0), r.get("grad_comm_s",0))' "$out/$name/steps.jsonl"
@@ -85,15 +85,19 @@ if want 3; then
 section "3. Statistics path per layer at W=2: packed sums vs gathered rows (both exact)"
 for batch in 100 500; do
   steps=$((batch == 100 ? 600 : 200))
-  : > "$out/res-packed"; : > "$out/res-gather"
+  : > "$out/res-packed"; : > "$out/res-gather"; : > "$out/res-nosplit"
   for _ in $(seq "$repeat"); do
     REPSHAPE_STATS_PATH=packed train_rate packed 2 $batch $steps >> "$out/res-packed"
     REPSHAPE_STATS_PATH=gather train_rate gather 2 $batch $steps >> "$out/res-gather"
+    REPSHAPE_STATS_PATH=gather REPSHAPE_SPLIT_CLASSES=0 train_rate nosplit 2 $batch $steps >> "$out/res-nosplit"
   done
-  for path in packed gather; do
-    sort -g -r "$out/res-$path" | head -1 | awk -v p=$path -v b=$batch '{ printf "  batch %d %-6s %8.0f samples/s  %9d stats bytes/step  stats all-reduce %.3f ms/step\n", b, p, $1, $2, $3 * 1e3 }'
+  for path in packed gather nosplit; do
+    sort -g -r "$out/res-$path" | head -1 | awk -v p=$path -v b=$batch '{ printf "  batch %d %-7s %8.0f samples/s  %9d stats bytes/step  stats all-reduce %.3f ms/step\n", b, p, $1, $2, $3 * 1e3 }'
   done
+  echo "  phases ms/step (last round): gather [$(phases gather)]"
+  echo "                               nosplit [$(phases nosplit)]"
 done
+echo "  (nosplit: the gather path with every rank computing cw-cr over every class, REPSHAPE_SPLIT_CLASSES=0)"
 echo "  (auto picks the smaller: cw-cr M=100, K=10: packed 8*(K(1+M+M^2)+1) = $((8 * (10 * (1 + 100 + 10000) + 1))) B vs gather 4*N*(M+1))"
 fi
 
