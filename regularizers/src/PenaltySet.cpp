@@ -54,12 +54,17 @@ StatisticsPath pathFromEnvironment() {
   throw std::invalid_argument("REPSHAPE_STATS_PATH='" + value + "': expected auto, packed or gather");
 }
 
-bool splitFromEnvironment() {
+// REPSHAPE_SPLIT_CLASSES: 1 always, 0 never, auto (default) where the rows are on the CPU. On the
+// CPU the per-class GEMMs cost far more than the extra all-reduce of the N × M gradient (measured,
+// tests/bench/README.md); on a GPU the per-class work is microseconds against that collective's
+// latency (not measured: no GPU here), so there every rank keeps computing every class.
+int splitFromEnvironment() {
   const char* text = std::getenv("REPSHAPE_SPLIT_CLASSES");
-  const std::string value = text ? text : "1";
-  if (value == "1" || value.empty()) return true;
-  if (value == "0") return false;
-  throw std::invalid_argument("REPSHAPE_SPLIT_CLASSES='" + value + "': expected 1 or 0");
+  const std::string value = text ? text : "auto";
+  if (value == "auto" || value.empty()) return -1;
+  if (value == "1") return 1;
+  if (value == "0") return 0;
+  throw std::invalid_argument("REPSHAPE_SPLIT_CLASSES='" + value + "': expected auto, 1 or 0");
 }
 
 // Penalties that are a plain sum of per-class terms over the classes present (SPEC §2), whose
@@ -224,7 +229,8 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
       for (const auto& t : spec.targets) {
         const LayerPlan& plan = planOf(t);
         const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
-        if (plan.gather && split_ && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, plan.z)) {
+        const bool split = split_ == 1 || (split_ == -1 && plan.z.device().is_cpu());
+        if (plan.gather && split && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, plan.z)) {
           // This rank's share: the classes k ≡ rank (mod W), each with all of its gathered rows.
           // The shares' gradients meet in sumGradients' backward (one collective per layer).
           LayerPlan& own = planOf(t);

@@ -9,6 +9,8 @@
              all-reduce of the packed sums, 8·(K+1)(1+M+M²) bytes, whatever the batch, or
              all-gather of the rows, 4·N·M bytes (+ labels), N the global batch
   T_grad   = all-reduce of the fp32 gradients, 4·P bytes
+  T_share  = on CPU rows only (the check here, not the GPU projection): the gather path splits
+             cw-cr by class across ranks and all-reduces the N × M fp32 gradient of the shares
   α–β:     all-reduce 2·log2(W)·α + 2(W−1)/W · S/β, all-gather log2(W)·α + (W−1)/W · S/β
            (tree latency, ring bandwidth: what NCCL picks for small and large messages)
 
@@ -66,10 +68,12 @@ def stats_paths(global_rows, w, alpha, beta):
     return packed, gather, min(packed, gather)
 
 
-def step(w, local_rows, c, t0, alpha, beta, params, overlap):
+def step(w, local_rows, c, t0, alpha, beta, params, overlap, split=False):
     """(step seconds, stats seconds, path) for W ranks with local_rows each."""
     compute = t0 + c * local_rows
     packed, gather, stats = stats_paths(local_rows * w, w, alpha, beta)
+    if split and gather < packed:  # the shares' gradient all-reduce (REPSHAPE_SPLIT_CLASSES)
+        stats += allreduce(4 * M * local_rows * w, w, alpha, beta)
     grad = allreduce(4 * params, w, alpha, beta)
     hidden = min(grad, overlap * (2 / 3) * c * local_rows)  # backward is ~2/3 of the compute
     path = "—" if w == 1 else "packed" if packed <= gather else "gather"
@@ -200,8 +204,8 @@ def main():
         # Compute is not linear in the batch on a CPU (batch-500 conv activations spill the caches),
         # so the check uses the compute measured at the per-rank batch, B/2 on one rank.
         c_half = m["t_half"] / (BATCH // 2)
-        pred, stats, path = step(2, BATCH // 2, c_half, 0.0, m["alpha"], m["beta"], params, 0.0)
-        linear = step(2, BATCH // 2, m["c"], m["t0"], m["alpha"], m["beta"], params, 0.0)[0]
+        pred, stats, path = step(2, BATCH // 2, c_half, 0.0, m["alpha"], m["beta"], params, 0.0, split=True)
+        linear = step(2, BATCH // 2, m["c"], m["t0"], m["alpha"], m["beta"], params, 0.0, split=True)[0]
         print("\nMeasured here (MPI, CPU, 1 thread per rank):")
         print(f"  α = {m['alpha'] * 1e6:.1f} µs, β = {m['beta'] / 1e9:.2f} GB/s (bench_collectives, W=2); "
               f"c = {m['c'] * 1e3:.2f} ms/sample, t0 = {m['t0'] * 1e3:.1f} ms (W=1 at B=250 and 500)")

@@ -78,8 +78,8 @@ struct PenaltyBatch {
   // and returns that share with PenaltyValue::rankShare set. The caller must then sum those values
   // over ranks for the penalty's value (the trainer adds them to its control all-reduce); the
   // gradients are exact as they are (each share's gradient is summed over ranks in backward).
-  // Halves the redundant per-rank penalty work of the gather path at W = 2.
-  // REPSHAPE_SPLIT_CLASSES=0 in the environment turns it off.
+  // Halves the redundant per-rank penalty work of the gather path at W = 2. Where the rows are on
+  // the CPU; REPSHAPE_SPLIT_CLASSES=1 forces it everywhere, =0 turns it off.
   bool splitClassWise = false;
 };
 
@@ -126,7 +126,7 @@ class PenaltySet {
   std::vector<PenaltySpec> specs_;
   int numClasses_;
   StatisticsPath path_;
-  bool split_ = true;  // REPSHAPE_SPLIT_CLASSES (PenaltyBatch::splitClassWise)
+  int split_ = -1;  // REPSHAPE_SPLIT_CLASSES (PenaltyBatch::splitClassWise): 1, 0, -1 = CPU rows only
 };
 
 // ---- Representation metrics (SPEC §3) ------------------------------------------------------
