@@ -28,7 +28,7 @@ train_rate() {
   local cmd=("$bin" train "$config" --out "$out/$name" --overwrite "${mlp[@]}" --set train.batch_size=$batch
              --set train.steps=$steps --set train.log_every=$((steps - 20)) "$@")
   if [ "$world" -gt 1 ]; then cmd=(mpirun -np "$world" --oversubscribe --bind-to "${BIND:-none}" "${cmd[@]}"); fi
-  echo "$ ${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${cmd[*]}" >> "$out/commands.txt"
+  echo "$ ${OMPI_MCA_coll_libnbc_iallreduce_algorithm:+OMPI_MCA_coll_libnbc_iallreduce_algorithm=$OMPI_MCA_coll_libnbc_iallreduce_algorithm }${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${cmd[*]}" >> "$out/commands.txt"
   "${cmd[@]}" > /dev/null
   $py -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]
 print(r["samples_per_s"], r.get("stats_bytes",0), r.get("stats_comm_s",0), r.get("grad_comm_s",0))' "$out/$name/steps.jsonl"
@@ -53,12 +53,14 @@ if want 2; then
 section "2. Two ranks vs one, MLP + cw-cr on h5 (target: W2/W1 >= 1.6, repshape W2 / Python DDP W2 >= 2)"
 for batch in 100 500; do
   steps=$((batch == 100 ? 600 : 200))
-  : > "$out/r1"; : > "$out/r2"; : > "$out/p1"; : > "$out/p2"; : > "$out/r2core"; : > "$out/rhalf"
+  : > "$out/r1"; : > "$out/r2"; : > "$out/p1"; : > "$out/p2"; : > "$out/r2core"; : > "$out/rhalf"; : > "$out/r2old"
   for _ in $(seq "$repeat"); do
     train_rate w1 1 $batch $steps | cut -d' ' -f1 >> "$out/r1"
     train_rate w1half 1 $((batch / 2)) $steps | cut -d' ' -f1 >> "$out/rhalf"
     train_rate w2 2 $batch $steps | cut -d' ' -f1 >> "$out/r2"
     BIND=core train_rate w2core 2 $batch $steps | cut -d' ' -f1 >> "$out/r2core"
+    # Before the ring schedule and the class-wise split: libnbc's binomial all-reduce, every class on every rank.
+    OMPI_MCA_coll_libnbc_iallreduce_algorithm=2 REPSHAPE_SPLIT_CLASSES=0 train_rate w2old 2 $batch $steps | cut -d' ' -f1 >> "$out/r2old"
     $py "$here/ddp_reference.py" 1 $batch $steps | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/p1"
     $py "$here/ddp_reference.py" 2 $batch $steps | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/p2"
   done
@@ -66,6 +68,9 @@ for batch in 100 500; do
   echo "global batch $batch ($steps steps, best of $repeat, load $(cut -d' ' -f1-3 /proc/loadavg)): samples/s"
   printf '  repshape W=1 %8.0f   W=2 %8.0f (bind none)  %8.0f (bind core)   W2/W1 %s (core: %s)\n' \
     "$r1" "$r2" "$r2c" "$(ratio "$r2" "$r1")" "$(ratio "$r2c" "$r1")"
+  r2o=$(best < "$out/r2old")
+  printf '  repshape W=2 %8.0f with libnbc binomial all-reduces and no class-wise split (the 2026-12-01 schedule): W2/W1 %s\n' \
+    "$r2o" "$(ratio "$r2o" "$r1")"
   printf '  python   W=1 %8.0f   W=2 %8.0f (DDP gloo)                     W2/W1 %s\n' "$p1" "$p2" "$(ratio "$p2" "$p1")"
   printf '  repshape W=2 / python DDP W=2: %s\n' "$(ratio "$r2" "$p2")"
   # Two ranks with free communication and no shared-core effects each take one W=1 step at half
@@ -77,6 +82,7 @@ for batch in 100 500; do
   echo "  phases ms/step (last round): W=1 [$(phases w1)]"
   echo "                               W=1 B/2 [$(phases w1half)]"
   echo "                               W=2 rank 0 [$(phases w2)]"
+  echo "                               W=2 rank 0, binomial + no split [$(phases w2old)]"
   echo "  $ $py $here/ddp_reference.py 2 $batch $steps"
 done
 fi
