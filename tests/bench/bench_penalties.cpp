@@ -185,14 +185,16 @@ int main(int argc, char** argv) {
     if (callgrind) {  // not interleaved: one dump per phase
       std::string label = c.label;
       std::replace(label.begin(), label.end(), ' ', '_');
+      // Named strings: the dump macro expands to several statements, a temporary would be gone.
+      const std::string baseName = "base-" + label, penName = "pen-" + label;
       CALLGRIND_TOGGLE_COLLECT;
       for (int i = 0; i < iters; ++i) step(nullptr);
       CALLGRIND_TOGGLE_COLLECT;
-      CALLGRIND_DUMP_STATS_AT(("base-" + label).c_str());
+      CALLGRIND_DUMP_STATS_AT(baseName.c_str());
       CALLGRIND_TOGGLE_COLLECT;
       for (int i = 0; i < iters; ++i) step(&set);
       CALLGRIND_TOGGLE_COLLECT;
-      CALLGRIND_DUMP_STATS_AT(("pen-" + label).c_str());
+      CALLGRIND_DUMP_STATS_AT(penName.c_str());
       std::printf("%-14s dumped base-%s and pen-%s (%d steps each)\n", c.label.c_str(), label.c_str(), label.c_str(),
                   iters);
       continue;
