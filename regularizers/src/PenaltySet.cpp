@@ -156,7 +156,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     detail::StatsNeeds rest;
     for (const auto& spec : specs_) {
       const PenaltyKind kind = detail::penaltyKind(spec.name);
-      if (!detail::usesStatistics(kind) || detail::fromRows(kind, plan.z)) continue;
+      if (!detail::usesStatistics(kind) || detail::fromRows(kind, spec.method, plan.z)) continue;
       if (std::find(spec.targets.begin(), spec.targets.end(), plan.name) != spec.targets.end())
         rest.merge(detail::statsNeeds(kind, spec.method));
     }
@@ -211,7 +211,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
       for (const auto& t : spec.targets) {
         const LayerPlan& plan = planOf(t);
         const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
-        if (plan.complete && detail::fromRows(kind, plan.z))
+        if (plan.complete && detail::fromRows(kind, spec.method, plan.z))
           emit(t, detail::rowsPenalty(kind, spec, plan.z, plan.labels, plan.probs, numClasses_), dtype);
         else
           emit(t, detail::statisticsPenalty(kind, spec, plan.stats, plan.layout.width(), numClasses_), dtype);

@@ -63,17 +63,39 @@ double lsigmaGroup(const T* g, const double* delta, double invn, double u, int64
   return total;
 }
 
-// Any kind (corr): C into an fp64 buffer, then the shared value and gradient of FusedPenalties.cpp.
+// corr (Simon §3.1): R_ij = C_ij/(sd_i sd_j), sd_i = sqrt(C_ii + ε), C = u·(G̃/n − δδᵀ) unbiased;
+// Ω = Σ_ij R_ij², D = u·[2 R_ij/(sd_i sd_j) − δ_ij·2 Σ_l R_il²/sd_i²] (C symmetric: row and column
+// sums of R² agree; the formula of covarianceGrad). One pass over the upper triangle, no division
+// per element; invSd [M] and rowSq [M] are scratch.
 template <typename T>
-double genericGroup(FusedCovKind kind, const T* g, const double* delta, double invn, double u, int64_t M, T* d,
-                    std::vector<double>& cov, std::vector<double>& grad, std::vector<double>& sd) {
+double corrGroup(const T* g, const double* delta, double invn, double u, int64_t M, T* d, double* invSd,
+                 double* rowSq) {
+  for (int64_t i = 0; i < M; ++i) {
+    const double cii = (static_cast<double>(g[i * M + i]) * invn - delta[i] * delta[i]) * u;
+    invSd[i] = 1.0 / std::sqrt(cii + kCorrEpsilon);
+    rowSq[i] = 0.0;
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < M; ++i) {
+    const double di = delta[i], si = invSd[i];
+    const T* gi = g + i * M;
+    double row = 0.0;
+    for (int64_t j = i; j < M; ++j) {
+      const double q = si * invSd[j];  // 1/(sd_i sd_j)
+      const double r = (static_cast<double>(gi[j]) * invn - di * delta[j]) * u * q;
+      const double r2 = r * r;
+      total += (j == i ? 1.0 : 2.0) * r2;
+      row += r2;
+      if (j != i) rowSq[j] += r2;
+      const auto dij = static_cast<T>(2.0 * u * r * q);
+      d[i * M + j] = dij;
+      d[j * M + i] = dij;
+    }
+    rowSq[i] += row;
+  }
   for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = i; j < M; ++j)
-      cov[i * M + j] = cov[j * M + i] = (static_cast<double>(g[i * M + j]) * invn - delta[i] * delta[j]) * u;
-  const double value = covarianceValue(kind, cov.data(), M, sd.data());
-  covarianceGrad(kind, cov.data(), u, M, sd.data(), grad.data());
-  for (int64_t i = 0; i < M * M; ++i) d[i] = static_cast<T>(grad[i]);
-  return value;
+    d[i * M + i] = static_cast<T>(static_cast<double>(d[i * M + i]) - u * 2.0 * rowSq[i] * invSd[i] * invSd[i]);
+  return total;
 }
 
 // Σ_k Ω_k over grams [K, M, M] (contiguous), writing D into dC [K, M, M].
@@ -84,8 +106,8 @@ double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, co
   T* d = dC.data_ptr<T>();
   const double* dl = delta.data_ptr<double>();
   const double* nk = counts.data_ptr<double>();
-  std::vector<double> cov, grad, sd;
-  if (kind == FusedCovKind::kCorr) cov.resize(M * M), grad.resize(M * M), sd.resize(M);
+  std::vector<double> invSd, rowSq;  // corr's scratch [M]
+  if (kind == FusedCovKind::kCorr) invSd.resize(M), rowSq.resize(M);
   double total = 0.0;
   for (int64_t k = 0; k < K; ++k) {
     const double invn = 1.0 / std::max(nk[k], 1.0);
@@ -95,7 +117,7 @@ double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, co
     switch (kind) {
       case FusedCovKind::kCr: total += crGroup(gk, dl + k * M, invn, M, dk); break;
       case FusedCovKind::kLsigma: total += lsigmaGroup(gk, dl + k * M, invn, u, M, dk); break;
-      case FusedCovKind::kCorr: total += genericGroup(kind, gk, dl + k * M, invn, u, M, dk, cov, grad, sd); break;
+      case FusedCovKind::kCorr: total += corrGroup(gk, dl + k * M, invn, u, M, dk, invSd.data(), rowSq.data()); break;
     }
   }
   return total;

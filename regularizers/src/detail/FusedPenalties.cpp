@@ -17,9 +17,6 @@ using torch::autograd::variable_list;
 
 namespace {
 
-// Simon §3.1: ε inside the square root of the unbiased variance (as StatisticsPenalties.cpp).
-constexpr double kCorrEpsilon = 1e-8;
-
 // One group's biased covariance C = G/n − μμᵀ (times N/(N−1) for the unbiased kinds, N = 1 → 0),
 // n = max(N, 1) so an absent group (G = 0, S = 0) gives C = 0. mean [M], cov [M·M].
 double groupCovariance(FusedCovKind kind, double count, const double* sum, const double* gram, int64_t M,

@@ -11,6 +11,9 @@
 
 namespace repshape::reg::detail {
 
+// corr (Simon §3.1): ε inside the square root of the unbiased variance (as StatisticsPenalties.cpp).
+constexpr double kCorrEpsilon = 1e-8;
+
 enum class FusedCovKind { kLsigma, kCr, kCorr };
 
 // Whether the fused kernels can take these statistics (CPU, fp64).
@@ -47,6 +50,10 @@ torch::Tensor rowsVariancePenalty(const torch::Tensor& z, const torch::Tensor& l
 // xcov from rows z [n, M] and probabilities [n, C] (CPU) when every row is at hand:
 // scale · ½‖(P − p̄)ᵀ(Z − z̄)/n‖_F², fp64 (RowsPenalties.cpp). 0-dim fp64.
 torch::Tensor rowsCrossCovariancePenalty(const torch::Tensor& z, const torch::Tensor& probs, double scale);
+
+// rr (method "holder") from rows z [n, M] (CPU fp32/fp64) when every row is at hand:
+// scale · Σz² / (max column |z|-sum · max row |z|-sum), 0 below 1e-30, fp64 (RowsPenalties.cpp).
+torch::Tensor rowsHolderRatioPenalty(const torch::Tensor& z, double scale);
 
 // Largest eigenvalue of symmetric matrices [..., M, M] → [...] (LargestEigenvalue.cpp): power
 // iteration to a residual of 1e-12·λ on CPU fp64, eigh where it does not converge (or elsewhere);
