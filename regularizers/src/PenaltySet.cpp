@@ -239,21 +239,28 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
         emit(t, detail::lsinglePenalty(w, spec.margin), w.scalar_type());
       }
     } else {  // l1w, l2w
-      auto norm = [&](const Tensor& w) {
-        const Tensor fused = detail::fusedWeightNorm(w, kind == PenaltyKind::kL1w);
+      // Σ over the weights: one autograd node for all of them on the CPU (fusedWeightNorms).
+      auto norm = [&](const std::vector<Tensor>& ws, c10::ScalarType dtype) {
+        const Tensor fused = detail::fusedWeightNorms(ws, kind == PenaltyKind::kL1w, dtype);
         if (fused.defined()) return fused;
-        const Tensor w64 = w.to(torch::kFloat64);
-        return kind == PenaltyKind::kL1w ? w64.abs().sum() : w64.square().sum();
+        Tensor total;
+        for (const Tensor& w : ws) {
+          const Tensor w64 = w.to(torch::kFloat64);
+          const Tensor n = kind == PenaltyKind::kL1w ? w64.abs().sum() : w64.square().sum();
+          total = total.defined() ? total + n : n;
+        }
+        return total;
       };
       if (spec.targets.empty()) {
         TORCH_CHECK(!batch.weights.empty(), "penalties: ", name, " over every weight, but no weights were given");
-        Tensor total = norm(batch.weights.front().second);
-        for (std::size_t i = 1; i < batch.weights.size(); ++i) total = total + norm(batch.weights[i].second);
-        emit("*", total, batch.weights.front().second.scalar_type());
+        std::vector<Tensor> all;
+        for (const auto& named : batch.weights) all.push_back(named.second);
+        const auto dtype = all.front().scalar_type();
+        emit("*", norm(all, dtype), dtype);
       } else {
         for (const auto& t : spec.targets) {
           const Tensor& w = findNamed(batch.weights, t, "weight");
-          emit(t, norm(w), w.scalar_type());
+          emit(t, norm({w}, w.scalar_type()), w.scalar_type());
         }
       }
     }

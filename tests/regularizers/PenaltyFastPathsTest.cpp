@@ -169,6 +169,52 @@ TEST(Penalties, RrHolderRowsPathMatchesPackedFp64) {
       }
 }
 
+// l1w / l2w over every weight (one node, hand-vectorised passes: AVX2 or SSE2 plus a scalar tail)
+// equal the ATen formulas Σ|w|, Σw² in fp64: values to 1e-12, gradients bit for bit (sign(w)·g,
+// 2g·w, with the fp32 factor rounded as ATen rounds it). Weights of 1, 7, 8, 13 and 1003 elements
+// (tails of every length), exact zeros (sign 0), and one fp64 weight.
+TEST(Penalties, WeightNormsMatchAtenOverSeveralWeights) {
+  torch::manual_seed(43);
+  std::vector<Tensor> ws = {torch::randn({1}), torch::randn({7}), torch::randn({2, 4}), torch::randn({13}),
+                            torch::randn({17, 59}), torch::randn({3, 5}, torch::kFloat64)};
+  ws[4].view(-1).narrow(0, 0, 40).zero_();
+  ws[3][5] = 0.0f;
+  for (const char* name : {"l1w", "l2w"}) {
+    SCOPED_TRACE(name);
+    const bool l1 = std::string(name) == "l1w";
+    reg::PenaltySpec spec;
+    spec.name = name;
+    reg::PenaltyBatch batch;
+    std::vector<Tensor> leaves;
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      leaves.push_back(ws[i].detach().requires_grad_(true));
+      batch.weights.emplace_back("w" + std::to_string(i), leaves.back());
+    }
+    reg::LocalReducer local;
+    const auto values = reg::PenaltySet({spec}, 1).compute(batch, local);
+    ASSERT_EQ(values.size(), 1u);
+    const Tensor v = values[0].value;
+    ASSERT_EQ(v.scalar_type(), torch::kFloat32);  // the first weight's dtype
+    const double g = 0.375;  // exact in fp32: the fp32 value passes it on unrounded
+    const auto grads = torch::autograd::grad({v * g}, leaves);
+    double ref = 0.0;
+    for (const Tensor& w : ws) {
+      const Tensor w64 = w.to(torch::kFloat64);
+      ref += (l1 ? w64.abs().sum() : w64.square().sum()).item<double>();
+    }
+    EXPECT_NEAR(v.item<double>(), static_cast<float>(ref), 1e-6 * ref);
+    const Tensor value64 = detail::fusedWeightNorms(ws, l1, torch::kFloat64);
+    EXPECT_NEAR(value64.item<double>(), ref, 1e-12 * ref);
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      // What autograd through ATen gives: g·sign(w) / 2g·w, the factor in w's dtype.
+      const Tensor w = ws[i].detach().requires_grad_(true);
+      const Tensor n = l1 ? w.abs().sum() : w.square().sum();
+      const Tensor expected = torch::autograd::grad({n}, {w}, {torch::full({}, g, w.options())})[0];
+      EXPECT_TRUE(grads[i].equal(expected)) << "weight " << i << ": max diff " << maxAbs(grads[i] - expected);
+    }
+  }
+}
+
 // λ_max by power iteration equals eigvalsh's to 1e-12 relative, and its gradient v vᵀ equals
 // autograd through eigvalsh: a well separated top (the mean direction of an uncentred Gram), a
 // near-degenerate top pair (1 + 1e-9: the iteration cannot converge, the eigh fallback answers), a

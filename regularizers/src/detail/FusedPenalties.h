@@ -64,9 +64,10 @@ torch::Tensor largestEigenvalue(const torch::Tensor& sym);
 torch::Tensor fusedVariancePenalty(const torch::Tensor& counts, const torch::Tensor& sums,
                                    const torch::Tensor& sqDiags, int64_t width, double scale);
 
-// Σ|w| (l1) or Σw² (l2) of one CPU fp32/fp64 weight tensor as one autograd node: fp64
-// accumulation without an fp64 copy of w; the backward is one element-wise op in w's dtype
-// (sign(w)·g or 2w·g). Returns an undefined tensor where it does not apply (other device/dtype).
-torch::Tensor fusedWeightNorm(const torch::Tensor& weight, bool l1);
+// Σ_w Σ|w| (l1) or Σ_w Σw² (l2) over CPU fp32/fp64 weight tensors as one autograd node
+// (WeightNorms.cpp): fp64 accumulation without an fp64 copy of w, the value returned in `out`;
+// the backward is one pass per weight in its dtype (sign(w)·g or 2w·g). Returns an undefined
+// tensor where it does not apply (no weights, other device/dtype).
+torch::Tensor fusedWeightNorms(const std::vector<torch::Tensor>& weights, bool l1, c10::ScalarType out);
 
 }  // namespace repshape::reg::detail
