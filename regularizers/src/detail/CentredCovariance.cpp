@@ -183,11 +183,13 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
   static Tensor forward(AutogradContext* ctx, Tensor z, Tensor labels, int64_t kind, int64_t classes, double scale) {
     const int64_t n = z.size(0), M = z.size(1), K = classes;
     const auto gemmType = z.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-    const Tensor z64 = z.to(torch::kFloat64);
+    // K = 1 (cr, lsigma, corr): fp64 column sums without an fp64 copy of the rows.
+    const Tensor z64 = K == 1 ? Tensor() : z.to(torch::kFloat64);
+    const auto f64 = z.options().dtype(torch::kFloat64);
     Tensor counts, sums;  // [K] fp64, [K, M] fp64
     if (K == 1) {
-      counts = torch::full({1}, static_cast<double>(n), z64.options());
-      sums = z64.sum(0, true);
+      counts = torch::full({1}, static_cast<double>(n), f64);
+      sums = z.sum(0, /*keepdim=*/true, torch::kFloat64);
     } else {
       TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(),
                   ", expected [", n, "]");
@@ -205,7 +207,7 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     ctx->saved_data["kernel"] = false;
     // s_k: the class mean rounded to the GEMM dtype; δ_k = μ_k − s_k exactly in fp64 (0 for an
     // absent class), so C_k = G̃_k/n_k − δ_k δ_kᵀ keeps fp64 accuracy of the centring.
-    const Tensor mean = sums / counts.clamp_min(1.0).unsqueeze(1);
+    const Tensor mean = K == 1 ? sums / std::max(static_cast<double>(n), 1.0) : sums / counts.clamp_min(1.0).unsqueeze(1);
     const Tensor shift = mean.to(gemmType);
     const Tensor delta = (mean - shift.to(torch::kFloat64)).contiguous();
     const Tensor zg = z.to(gemmType);
@@ -223,7 +225,7 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["dtype"] = static_cast<int64_t>(z.scalar_type());
     ctx->save_for_backward({labels});
-    return torch::scalar_tensor(total * scale, z64.options());
+    return torch::scalar_tensor(total * scale, f64);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -236,12 +238,13 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     const int64_t K = dC.size(0);
     const double upstream = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
     // dΩ/dz_i = 2 D_k (z_i − μ_k)/n_k = 2 (x̃_i D_k − δ_k D_k)/n_k, x̃_i = z_i − s_k (D symmetric).
-    const Tensor factor = (2.0 * upstream / counts.clamp_min(1.0)).to(dC.scalar_type());  // [K]
-    const Tensor rowTerm = delta.unsqueeze(1).bmm(dC).squeeze(1);                        // [K, M]
-    Tensor dz = blocks.times(dC);                                                       // [n, M]
-    if (K == 1) {
-      dz.sub_(rowTerm).mul_(factor);
+    Tensor dz = blocks.times(dC);  // [n, M]
+    if (K == 1) {  // one group: scalars, no [K] tensor ops
+      const double n = std::max(counts.data_ptr<double>()[0], 1.0);
+      dz.sub_(delta.mm(dC[0])).mul_(2.0 * upstream / n);
     } else {
+      const Tensor factor = (2.0 * upstream / counts.clamp_min(1.0)).to(dC.scalar_type());  // [K]
+      const Tensor rowTerm = delta.unsqueeze(1).bmm(dC).squeeze(1);                        // [K, M]
       dz.sub_(rowTerm.index_select(0, labels)).mul_(factor.index_select(0, labels).unsqueeze(1));
     }
     return {dz.to(static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt())), Tensor(), Tensor(), Tensor(),
