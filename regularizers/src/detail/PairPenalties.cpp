@@ -119,7 +119,9 @@ class PairHingeNode : public torch::autograd::Function<PairHingeNode> {
   }
 
   // With W = c·mask per block (c = 2g/S) and r_i = −Σ_j W_ij: ∂/∂P = W log P + r ⊙ log P,
-  // ∂/∂log P = Wᵀ P + r ⊙ P; then through P = exp(log P) and log_softmax.
+  // ∂/∂log P = Wᵀ P + r ⊙ P; then through P = exp(log P) and log_softmax. A block with every
+  // hinge active (mask = 11ᵀ: e.g. near-uniform softmaxes early in training, or a large margin)
+  // needs column sums instead of the two GEMMs; one with none, nothing.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const Tensor &logP = saved[0], &P = saved[1], &mask = saved[2], &active = saved[3], &order = saved[4],
@@ -128,11 +130,23 @@ class PairHingeNode : public torch::autograd::Function<PairHingeNode> {
     const double c = 2.0 * grads[0].item<double>() / ctx->saved_data["pairs"].toDouble();
     Tensor gP = torch::empty_like(P), gLogP = torch::empty_like(P);  // mask·log P, maskᵀ·P
     const int64_t* nk = sizes.data_ptr<int64_t>();
+    const double* ap = active.data_ptr<double>();
     for (int64_t b = 0, row = 0, offset = 0; b < sizes.numel(); offset += nk[b] * nk[b], row += nk[b], ++b) {
-      const Tensor wb = mask.narrow(0, offset, nk[b] * nk[b]).view({nk[b], nk[b]});
       Tensor gPb = gP.narrow(0, row, nk[b]), gLogPb = gLogP.narrow(0, row, nk[b]);
-      torch::mm_out(gPb, wb, logP.narrow(0, row, nk[b]));
-      torch::mm_out(gLogPb, wb.t(), P.narrow(0, row, nk[b]));
+      const Tensor logPb = logP.narrow(0, row, nk[b]), Pb = P.narrow(0, row, nk[b]);
+      double on = 0.0;  // active pairs of the block
+      for (int64_t i = 0; i < nk[b]; ++i) on += ap[row + i];
+      if (on == 0.0) {  // no hinge active: no gradient from this block
+        gPb.zero_();
+        gLogPb.zero_();
+      } else if (on == static_cast<double>(nk[b] * nk[b])) {  // all active: mask = 11ᵀ, rank one
+        gPb.copy_(logPb.sum(0, /*keepdim=*/true).expand_as(gPb));
+        gLogPb.copy_(Pb.sum(0, /*keepdim=*/true).expand_as(gLogPb));
+      } else {
+        const Tensor wb = mask.narrow(0, offset, nk[b] * nk[b]).view({nk[b], nk[b]});
+        torch::mm_out(gPb, wb, logPb);
+        torch::mm_out(gLogPb, wb.t(), Pb);
+      }
     }
     // ∂/∂log P total = c·[maskᵀP − a P + (mask log P − a log P) ⊙ P] (a = active count of row i);
     // log_softmax backward: g − P Σ_m g. ATen's vectorised ops, in place over gP.
