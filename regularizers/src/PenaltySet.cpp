@@ -174,7 +174,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     detail::StatsNeeds rest;
     for (const auto& spec : specs_) {
       const PenaltyKind kind = detail::penaltyKind(spec.name);
-      if (!detail::usesStatistics(kind) || detail::fromRows(kind, plan.z)) continue;
+      if (!detail::usesStatistics(kind) || detail::fromRows(kind, spec.method, plan.z)) continue;
       if (std::find(spec.targets.begin(), spec.targets.end(), plan.name) != spec.targets.end())
         rest.merge(detail::statsNeeds(kind, spec.method));
     }
@@ -230,7 +230,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
         const LayerPlan& plan = planOf(t);
         const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
         const bool split = split_ == 1 || (split_ == -1 && plan.z.device().is_cpu());
-        if (plan.gather && split && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, plan.z)) {
+        if (plan.gather && split && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, spec.method, plan.z)) {
           // This rank's share: the classes k ≡ rank (mod W), each with all of its gathered rows.
           // The shares' gradients meet in sumGradients' backward (one collective per layer).
           LayerPlan& own = planOf(t);
@@ -246,7 +246,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
                                    : detail::rowsPenalty(kind, spec, own.ownZ, own.ownLabels, Tensor(), numClasses_);
           emit(t, share, dtype);
           values.back().rankShare = true;
-        } else if (plan.complete && detail::fromRows(kind, plan.z))
+        } else if (plan.complete && detail::fromRows(kind, spec.method, plan.z))
           emit(t, detail::rowsPenalty(kind, spec, plan.z, plan.labels, plan.probs, numClasses_), dtype);
         else
           emit(t, detail::statisticsPenalty(kind, spec, plan.stats, plan.layout.width(), numClasses_), dtype);
@@ -274,21 +274,28 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
         emit(t, detail::lsinglePenalty(w, spec.margin), w.scalar_type());
       }
     } else {  // l1w, l2w
-      auto norm = [&](const Tensor& w) {
-        const Tensor fused = detail::fusedWeightNorm(w, kind == PenaltyKind::kL1w);
+      // Σ over the weights: one autograd node for all of them on the CPU (fusedWeightNorms).
+      auto norm = [&](const std::vector<Tensor>& ws, c10::ScalarType dtype) {
+        const Tensor fused = detail::fusedWeightNorms(ws, kind == PenaltyKind::kL1w, dtype);
         if (fused.defined()) return fused;
-        const Tensor w64 = w.to(torch::kFloat64);
-        return kind == PenaltyKind::kL1w ? w64.abs().sum() : w64.square().sum();
+        Tensor total;
+        for (const Tensor& w : ws) {
+          const Tensor w64 = w.to(torch::kFloat64);
+          const Tensor n = kind == PenaltyKind::kL1w ? w64.abs().sum() : w64.square().sum();
+          total = total.defined() ? total + n : n;
+        }
+        return total;
       };
       if (spec.targets.empty()) {
         TORCH_CHECK(!batch.weights.empty(), "penalties: ", name, " over every weight, but no weights were given");
-        Tensor total = norm(batch.weights.front().second);
-        for (std::size_t i = 1; i < batch.weights.size(); ++i) total = total + norm(batch.weights[i].second);
-        emit("*", total, batch.weights.front().second.scalar_type());
+        std::vector<Tensor> all;
+        for (const auto& named : batch.weights) all.push_back(named.second);
+        const auto dtype = all.front().scalar_type();
+        emit("*", norm(all, dtype), dtype);
       } else {
         for (const auto& t : spec.targets) {
           const Tensor& w = findNamed(batch.weights, t, "weight");
-          emit(t, norm(w), w.scalar_type());
+          emit(t, norm({w}, w.scalar_type()), w.scalar_type());
         }
       }
     }

@@ -1,8 +1,9 @@
 // bench_penalties: cost of each penalty (forward + backward) relative to one training step of the
 // Choi MNIST MLP (784 → 6×100 ReLU → 10, batch 100, Adam, one thread, penalty on hidden layer 5,
-// K = 10), measured side by side (baseline and penalised steps interleaved, medians), and the
+// K = 10) or, with --model cnn, the Choi CIFAR-10 CNN (penalty on fc1, width 128), measured side by side (baseline and penalised steps interleaved, medians), and the
 // penalty alone at N = 500, M = 512, K = 100. Not a test: run by hand (or tests/bench/run-all.sh),
 //   build/tests/bench/bench_penalties [--iters 300] [--batch 100] [--only "cw-cr,rr exact"] [--no-wide]
+//     [--model mlp|cnn] [--warmup STEPS]
 // Under callgrind (load-independent instruction counts: the machine is shared), --callgrind dumps
 // one profile per phase (base-<case>, pen-<case>; the step's Ir is the dump's total / iters):
 //   valgrind --tool=callgrind --collect-atstart=no build/tests/bench/bench_penalties --callgrind
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,9 +32,18 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
-struct Mlp {
-  std::vector<torch::nn::Linear> layers;  // h1..h6, out
+// The model of one step: logits [B, 10] from x; *hidden receives the penalised layer's post-ReLU
+// output [B, width]; weights: every weight matrix (l1w, l2w, lsingle), named.
+struct Net {
+  virtual ~Net() = default;
+  virtual Tensor forward(const Tensor& x, Tensor* hidden) = 0;
   std::vector<Tensor> parameters;
+  std::vector<std::pair<std::string, Tensor>> weights;
+};
+
+// Choi MNIST MLP (784 → 6×100 ReLU → 10); penalised layer h5.
+struct Mlp : Net {
+  std::vector<torch::nn::Linear> layers;  // h1..h6, out
   Mlp() {
     int64_t in = 784;
     for (int i = 0; i < 6; ++i) {
@@ -40,17 +51,48 @@ struct Mlp {
       in = 100;
     }
     layers.emplace_back(100, 10);
-    for (auto& l : layers)
-      for (auto& p : l->parameters()) parameters.push_back(p);
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      for (auto& p : layers[i]->parameters()) parameters.push_back(p);
+      weights.emplace_back(i + 1 < layers.size() ? "h" + std::to_string(i + 1) : "out", layers[i]->weight);
+    }
   }
-  // Logits [B, 10]; hidden5 receives the post-ReLU output of hidden layer 5 [B, 100].
-  Tensor forward(const Tensor& x, Tensor* hidden5) {
+  Tensor forward(const Tensor& x, Tensor* hidden5) override {
     Tensor h = x;
     for (std::size_t i = 0; i + 1 < layers.size(); ++i) {
       h = torch::relu(layers[i]->forward(h));
       if (i == 4) *hidden5 = h;
     }
     return layers.back()->forward(h);
+  }
+};
+
+// Choi CIFAR-10 CNN (jobs/choi-cifar-cnn.toml, paper Table 7): 3×3 convolutions (pad 1) with 32,
+// 64, 128, 128 filters, ReLU, 2×2 max-pooling after the 2nd, 3rd and 4th, fc1 (2048 → 128, ReLU,
+// the penalised layer), out (128 → 10). Input [B, 3, 32, 32].
+struct Cnn : Net {
+  std::vector<torch::nn::Conv2d> convs;
+  torch::nn::Linear fc1{2048, 128}, out{128, 10};
+  Cnn() {
+    const int64_t channels[] = {3, 32, 64, 128, 128};
+    for (int i = 0; i < 4; ++i)
+      convs.emplace_back(torch::nn::Conv2dOptions(channels[i], channels[i + 1], 3).padding(1));
+    for (std::size_t i = 0; i < convs.size(); ++i) {
+      for (auto& p : convs[i]->parameters()) parameters.push_back(p);
+      weights.emplace_back("conv" + std::to_string(i + 1), convs[i]->weight);
+    }
+    for (auto* l : {&fc1, &out})
+      for (auto& p : (*l)->parameters()) parameters.push_back(p);
+    weights.emplace_back("fc1", fc1->weight);
+    weights.emplace_back("out", out->weight);
+  }
+  Tensor forward(const Tensor& x, Tensor* hiddenFc1) override {
+    Tensor h = x;
+    for (std::size_t i = 0; i < convs.size(); ++i) {
+      h = torch::relu(convs[i]->forward(h));
+      if (i >= 1) h = torch::max_pool2d(h, 2);
+    }
+    *hiddenFc1 = torch::relu(fc1->forward(h.flatten(1)));
+    return out->forward(*hiddenFc1);
   }
 };
 
@@ -67,22 +109,23 @@ struct Case {
   reg::PenaltySpec spec;
 };
 
-std::vector<Case> cases() {
-  return {{"lsigma", spec("lsigma", "h5")},
-          {"cr", spec("cr", "h5")},
-          {"cw-cr", spec("cw-cr", "h5")},
-          {"vr", spec("vr", "h5")},
-          {"cw-vr", spec("cw-vr", "h5")},
-          {"l1r", spec("l1r", "h5")},
-          {"rr", spec("rr", "h5")},
-          {"rr exact", spec("rr", "h5", "exact")},
-          {"cw-rr", spec("cw-rr", "h5")},
-          {"cw-rr exact", spec("cw-rr", "h5", "exact")},
-          {"corr", spec("corr", "h5")},
-          {"xcov", spec("xcov", "h5")},
-          {"lmulti", spec("lmulti", "h5")},
-          {"lmulti-unsup", spec("lmulti-unsup", "h5")},
-          {"lsingle", spec("lsingle", "h6")},
+// act: the penalised activations; layer: lsingle's weight.
+std::vector<Case> cases(const std::string& act, const std::string& layer) {
+  return {{"lsigma", spec("lsigma", act)},
+          {"cr", spec("cr", act)},
+          {"cw-cr", spec("cw-cr", act)},
+          {"vr", spec("vr", act)},
+          {"cw-vr", spec("cw-vr", act)},
+          {"l1r", spec("l1r", act)},
+          {"rr", spec("rr", act)},
+          {"rr exact", spec("rr", act, "exact")},
+          {"cw-rr", spec("cw-rr", act)},
+          {"cw-rr exact", spec("cw-rr", act, "exact")},
+          {"corr", spec("corr", act)},
+          {"xcov", spec("xcov", act)},
+          {"lmulti", spec("lmulti", act)},
+          {"lmulti-unsup", spec("lmulti-unsup", act)},
+          {"lsingle", spec("lsingle", layer)},
           {"l1w", spec("l1w", "")},
           {"l2w", spec("l2w", "")}};
 }
@@ -96,6 +139,8 @@ int main(int argc, char** argv) {
   int64_t batchSize = 100;
   std::string only;
   bool wideCase = true, callgrind = false;
+  std::string model = "mlp";
+  int warmup = -1;  // default: 30 steps for the MLP, 3 for the CNN
   for (int i = 1; i < argc; ++i) {
     const bool hasValue = i + 1 < argc;
     if (std::strcmp(argv[i], "--iters") == 0 && hasValue) iters = std::atoi(argv[++i]);
@@ -103,6 +148,8 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--only") == 0 && hasValue) only = "," + std::string(argv[++i]) + ",";
     else if (std::strcmp(argv[i], "--no-wide") == 0) wideCase = false;
     else if (std::strcmp(argv[i], "--callgrind") == 0) callgrind = true;
+    else if (std::strcmp(argv[i], "--model") == 0 && hasValue) model = argv[++i];
+    else if (std::strcmp(argv[i], "--warmup") == 0 && hasValue) warmup = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "bench_penalties: unknown option %s\n", argv[i]);
       return 2;
@@ -112,23 +159,30 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   reg::LocalReducer reducer;
 
-  Mlp mlp;
-  torch::optim::Adam adam(mlp.parameters, torch::optim::AdamOptions(1e-4));
-  const Tensor x = torch::rand({batchSize, 784});
+  if (model != "mlp" && model != "cnn") {
+    std::fprintf(stderr, "bench_penalties: --model %s: expected mlp or cnn\n", model.c_str());
+    return 2;
+  }
+  const bool cnn = model == "cnn";
+  if (warmup < 0) warmup = cnn ? 3 : 30;
+  std::unique_ptr<Net> net;
+  if (cnn) net = std::make_unique<Cnn>();
+  else net = std::make_unique<Mlp>();
+  const std::string act = cnn ? "fc1" : "h5";  // the penalised layer
+  torch::optim::Adam adam(net->parameters, torch::optim::AdamOptions(1e-4));
+  const Tensor x = cnn ? torch::rand({batchSize, 3, 32, 32}) : torch::rand({batchSize, 784});
   const Tensor y = torch::randint(0, 10, {batchSize}, torch::kLong);
-  std::vector<std::pair<std::string, Tensor>> weights;
-  for (std::size_t i = 0; i < mlp.layers.size(); ++i)
-    weights.emplace_back(i + 1 < mlp.layers.size() ? "h" + std::to_string(i + 1) : "out", mlp.layers[i]->weight);
+  const auto& weights = net->weights;
 
   // One optimizer step; set == nullptr: the baseline.
   auto step = [&](const reg::PenaltySet* set) {
     const auto t0 = Clock::now();
-    Tensor hidden5;
-    const Tensor logits = mlp.forward(x, &hidden5);
+    Tensor hidden;
+    const Tensor logits = net->forward(x, &hidden);
     Tensor loss = torch::nn::functional::cross_entropy(logits, y);
     if (set) {
       reg::PenaltyBatch batch;
-      batch.activations = {{"h5", hidden5}};
+      batch.activations = {{act, hidden}};
       batch.labels = y;
       if (set->needsProbabilities()) batch.probabilities = torch::softmax(logits, 1);
       batch.weights = weights;
@@ -169,32 +223,46 @@ int main(int argc, char** argv) {
     return median(times);
   };
 
-  for (int i = 0; i < 30; ++i) step(nullptr);  // warm-up
-  std::printf("Choi MNIST MLP step (784-6x100-10, batch %lld, Adam, 1 thread), penalty on h5, K=10; %d interleaved "
-              "steps per row, medians\n",
-              static_cast<long long>(batchSize), iters);
+  for (int i = 0; i < warmup; ++i) step(nullptr);
+  std::printf("%s step (batch %lld, Adam, 1 thread), penalty on %s, K=10; %d interleaved steps per row, medians\n",
+              cnn ? "Choi CIFAR-10 CNN (conv 32-64-128-128, fc 128)" : "Choi MNIST MLP (784-6x100-10)",
+              static_cast<long long>(batchSize), act.c_str(), iters);
   std::printf("%-14s %10s %10s %8s | %12s %10s\n", "penalty", "base ms", "pen ms", "ratio", "N500/M512 ms",
               "x MLP step");
   double baseAll = 0;
   std::vector<double> allBase;
-  for (const auto& c : cases()) {
+  // The CNN step is ~50× the MLP's: under callgrind its baseline is dumped once ("base") rather
+  // than per case (the same instructions every step: no penalty, same data).
+  const bool baseOnce = callgrind && cnn;
+  if (baseOnce) {
+    CALLGRIND_TOGGLE_COLLECT;
+    for (int i = 0; i < iters; ++i) step(nullptr);
+    CALLGRIND_TOGGLE_COLLECT;
+    CALLGRIND_DUMP_STATS_AT("base");
+    std::printf("dumped base (%d steps)\n", iters);
+  }
+  for (const auto& c : cases(act, cnn ? "fc1" : "h6")) {
     if (!only.empty() && only.find("," + c.label + ",") == std::string::npos) continue;
     const reg::PenaltySet set({c.spec}, 10);
-    for (int i = 0; i < 10; ++i) step(&set);
+    for (int i = 0; i < (cnn ? 0 : 10); ++i) step(&set);  // CNN: a first call's one-off costs are < 0.1 % of its step
     std::vector<double> base, pen;
     if (callgrind) {  // not interleaved: one dump per phase
       std::string label = c.label;
       std::replace(label.begin(), label.end(), ' ', '_');
-      CALLGRIND_TOGGLE_COLLECT;
-      for (int i = 0; i < iters; ++i) step(nullptr);
-      CALLGRIND_TOGGLE_COLLECT;
-      CALLGRIND_DUMP_STATS_AT(("base-" + label).c_str());
+      // Named strings: the dump macro expands to several statements, a temporary would be gone.
+      const std::string baseName = "base-" + label, penName = "pen-" + label;
+      if (!baseOnce) {
+        CALLGRIND_TOGGLE_COLLECT;
+        for (int i = 0; i < iters; ++i) step(nullptr);
+        CALLGRIND_TOGGLE_COLLECT;
+        CALLGRIND_DUMP_STATS_AT(baseName.c_str());
+      }
       CALLGRIND_TOGGLE_COLLECT;
       for (int i = 0; i < iters; ++i) step(&set);
       CALLGRIND_TOGGLE_COLLECT;
-      CALLGRIND_DUMP_STATS_AT(("pen-" + label).c_str());
-      std::printf("%-14s dumped base-%s and pen-%s (%d steps each)\n", c.label.c_str(), label.c_str(), label.c_str(),
-                  iters);
+      CALLGRIND_DUMP_STATS_AT(penName.c_str());
+      std::printf("%-14s dumped %s%s (%d steps each)\n", c.label.c_str(), baseOnce ? "" : (baseName + " and ").c_str(),
+                  penName.c_str(), iters);
       continue;
     }
     for (int i = 0; i < iters; ++i) {

@@ -229,6 +229,7 @@ TEST(Penalties, OneSumOneMaxOneGatherPerStep) {
   batch.labels = d.labels;
   batch.weights = {{"w", d.w}};
   CountingReducer counting;
+  counting.world = 2;  // the packed path (one rank computes every statistics penalty from its rows)
   const reg::PenaltySet set(specs, d.classes);
   EXPECT_EQ(set.activationTargets(), (std::vector<std::string>{"a", "b"}));
   const auto values = set.compute(batch, counting);

@@ -124,6 +124,97 @@ TEST(Penalties, XcovRowsPathMatchesPackedFp64) {
   EXPECT_LE(maxAbs(dp - dpRef), 1e-5 * maxAbs(dpRef));
 }
 
+// rr (Hölder) from rows (one rank, one fp64 node) equals the packed sums (|z| column sums, Σz²,
+// the max row |z|-sum through a MAX collective) in value and gradient, fp64 to 1e-12 and fp32,
+// with ReLU zeros and ties: two columns share the largest |z|-sum and three rows the largest row
+// sum (the max's gradient is shared equally), and all-zero rows (denominator 0: value and gradient 0).
+TEST(Penalties, RrHolderRowsPathMatchesPackedFp64) {
+  torch::manual_seed(41);
+  const int64_t n = 30, m = 8;
+  Tensor z = torch::relu(torch::randn({n, m}, torch::kFloat64)).round_(3);  // exact in fp32 too
+  z.select(1, 2).add_(3.0);
+  z.select(1, 5).copy_(z.select(1, 2));  // tie in the largest column sum
+  for (const int64_t r : {4, 9, 17}) z[r].fill_(2.0);  // tie in the largest row sum (16)
+  ASSERT_LT(std::get<0>(z.abs().sum(1).topk(4))[3].item<double>(), 16.0);
+  const Tensor zColumns = z.abs().sum(0);
+  ASSERT_EQ(zColumns[2].item<double>(), zColumns[5].item<double>());
+  ASSERT_EQ(zColumns.max().item<double>(), zColumns[2].item<double>());
+  for (const bool normalized : {false, true})
+    for (const auto dtype : {torch::kFloat64, torch::kFloat32})
+      for (const Tensor& rows : {z, torch::zeros({n, m}, torch::kFloat64)}) {
+        SCOPED_TRACE(std::string(normalized ? "normalized " : "") + (dtype == torch::kFloat64 ? "fp64" : "fp32") +
+                     (rows.abs().sum().item<double>() == 0.0 ? " zeros" : ""));
+        reg::PenaltySpec spec = parseCase("rr");
+        spec.normalized = normalized;
+        reg::LocalReducer local;  // one rank: the rows path
+        const Tensor zRows = rows.to(dtype).detach().requires_grad_(true);
+        const Tensor v = penaltyValue(spec, zRows, Tensor(), Tensor(), Tensor(), 1, local);
+        const Tensor g = torch::autograd::grad({v}, {zRows})[0];
+        ASSERT_EQ(g.scalar_type(), dtype);
+        CountingReducer packed;
+        packed.world = 2;
+        const Tensor zRef = rows.to(dtype).to(torch::kFloat64).detach().requires_grad_(true);
+        const Tensor ref = penaltyValue(spec, zRef, Tensor(), Tensor(), Tensor(), 1, packed, reg::StatisticsPath::kPacked);
+        ASSERT_EQ(packed.maxes, 1);
+        const Tensor gRef = torch::autograd::grad({ref}, {zRef})[0];
+        const double tol = dtype == torch::kFloat64 ? 1e-12 : 1e-6;
+        EXPECT_NEAR(v.item<double>(), ref.item<double>(), tol * std::abs(ref.item<double>()));
+        EXPECT_LE(maxAbs(g.to(torch::kFloat64) - gRef), tol * std::max(maxAbs(gRef), 1e-300));
+        if (rows.abs().sum().item<double>() == 0.0) {
+          EXPECT_EQ(v.item<double>(), 0.0);
+          EXPECT_EQ(maxAbs(g), 0.0);
+        } else {
+          EXPECT_GT(maxAbs(gRef), 1e-6);
+        }
+      }
+}
+
+// l1w / l2w over every weight (one node, hand-vectorised passes: AVX2 or SSE2 plus a scalar tail)
+// equal the ATen formulas Σ|w|, Σw² in fp64: values to 1e-12, gradients bit for bit (sign(w)·g,
+// 2g·w, with the fp32 factor rounded as ATen rounds it). Weights of 1, 7, 8, 13 and 1003 elements
+// (tails of every length), exact zeros (sign 0), and one fp64 weight.
+TEST(Penalties, WeightNormsMatchAtenOverSeveralWeights) {
+  torch::manual_seed(43);
+  std::vector<Tensor> ws = {torch::randn({1}), torch::randn({7}), torch::randn({2, 4}), torch::randn({13}),
+                            torch::randn({17, 59}), torch::randn({3, 5}, torch::kFloat64)};
+  ws[4].view(-1).narrow(0, 0, 40).zero_();
+  ws[3][5] = 0.0f;
+  for (const char* name : {"l1w", "l2w"}) {
+    SCOPED_TRACE(name);
+    const bool l1 = std::string(name) == "l1w";
+    reg::PenaltySpec spec;
+    spec.name = name;
+    reg::PenaltyBatch batch;
+    std::vector<Tensor> leaves;
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      leaves.push_back(ws[i].detach().requires_grad_(true));
+      batch.weights.emplace_back("w" + std::to_string(i), leaves.back());
+    }
+    reg::LocalReducer local;
+    const auto values = reg::PenaltySet({spec}, 1).compute(batch, local);
+    ASSERT_EQ(values.size(), 1u);
+    const Tensor v = values[0].value;
+    ASSERT_EQ(v.scalar_type(), torch::kFloat32);  // the first weight's dtype
+    const double g = 0.375;  // exact in fp32: the fp32 value passes it on unrounded
+    const auto grads = torch::autograd::grad({v * g}, leaves);
+    double ref = 0.0;
+    for (const Tensor& w : ws) {
+      const Tensor w64 = w.to(torch::kFloat64);
+      ref += (l1 ? w64.abs().sum() : w64.square().sum()).item<double>();
+    }
+    EXPECT_NEAR(v.item<double>(), static_cast<float>(ref), 1e-6 * ref);
+    const Tensor value64 = detail::fusedWeightNorms(ws, l1, torch::kFloat64);
+    EXPECT_NEAR(value64.item<double>(), ref, 1e-12 * ref);
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      // What autograd through ATen gives: g·sign(w) / 2g·w, the factor in w's dtype.
+      const Tensor w = ws[i].detach().requires_grad_(true);
+      const Tensor n = l1 ? w.abs().sum() : w.square().sum();
+      const Tensor expected = torch::autograd::grad({n}, {w}, {torch::full({}, g, w.options())})[0];
+      EXPECT_TRUE(grads[i].equal(expected)) << "weight " << i << ": max diff " << maxAbs(grads[i] - expected);
+    }
+  }
+}
+
 // λ_max by power iteration equals eigvalsh's to 1e-12 relative, and its gradient v vᵀ equals
 // autograd through eigvalsh: a well separated top (the mean direction of an uncentred Gram), a
 // near-degenerate top pair (1 + 1e-9: the iteration cannot converge, the eigh fallback answers), a

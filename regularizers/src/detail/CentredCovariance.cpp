@@ -63,17 +63,39 @@ double lsigmaGroup(const T* g, const double* delta, double invn, double u, int64
   return total;
 }
 
-// Any kind (corr): C into an fp64 buffer, then the shared value and gradient of FusedPenalties.cpp.
+// corr (Simon §3.1): R_ij = C_ij/(sd_i sd_j), sd_i = sqrt(C_ii + ε), C = u·(G̃/n − δδᵀ) unbiased;
+// Ω = Σ_ij R_ij², D = u·[2 R_ij/(sd_i sd_j) − δ_ij·2 Σ_l R_il²/sd_i²] (C symmetric: row and column
+// sums of R² agree; the formula of covarianceGrad). One pass over the upper triangle, no division
+// per element; invSd [M] and rowSq [M] are scratch.
 template <typename T>
-double genericGroup(FusedCovKind kind, const T* g, const double* delta, double invn, double u, int64_t M, T* d,
-                    std::vector<double>& cov, std::vector<double>& grad, std::vector<double>& sd) {
+double corrGroup(const T* g, const double* delta, double invn, double u, int64_t M, T* d, double* invSd,
+                 double* rowSq) {
+  for (int64_t i = 0; i < M; ++i) {
+    const double cii = (static_cast<double>(g[i * M + i]) * invn - delta[i] * delta[i]) * u;
+    invSd[i] = 1.0 / std::sqrt(cii + kCorrEpsilon);
+    rowSq[i] = 0.0;
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < M; ++i) {
+    const double di = delta[i], si = invSd[i];
+    const T* gi = g + i * M;
+    double row = 0.0;
+    for (int64_t j = i; j < M; ++j) {
+      const double q = si * invSd[j];  // 1/(sd_i sd_j)
+      const double r = (static_cast<double>(gi[j]) * invn - di * delta[j]) * u * q;
+      const double r2 = r * r;
+      total += (j == i ? 1.0 : 2.0) * r2;
+      row += r2;
+      if (j != i) rowSq[j] += r2;
+      const auto dij = static_cast<T>(2.0 * u * r * q);
+      d[i * M + j] = dij;
+      d[j * M + i] = dij;
+    }
+    rowSq[i] += row;
+  }
   for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = i; j < M; ++j)
-      cov[i * M + j] = cov[j * M + i] = (static_cast<double>(g[i * M + j]) * invn - delta[i] * delta[j]) * u;
-  const double value = covarianceValue(kind, cov.data(), M, sd.data());
-  covarianceGrad(kind, cov.data(), u, M, sd.data(), grad.data());
-  for (int64_t i = 0; i < M * M; ++i) d[i] = static_cast<T>(grad[i]);
-  return value;
+    d[i * M + i] = static_cast<T>(static_cast<double>(d[i * M + i]) - u * 2.0 * rowSq[i] * invSd[i] * invSd[i]);
+  return total;
 }
 
 // Σ_k Ω_k over grams [K, M, M] (contiguous), writing D into dC [K, M, M].
@@ -84,8 +106,8 @@ double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, co
   T* d = dC.data_ptr<T>();
   const double* dl = delta.data_ptr<double>();
   const double* nk = counts.data_ptr<double>();
-  std::vector<double> cov, grad, sd;
-  if (kind == FusedCovKind::kCorr) cov.resize(M * M), grad.resize(M * M), sd.resize(M);
+  std::vector<double> invSd, rowSq;  // corr's scratch [M]
+  if (kind == FusedCovKind::kCorr) invSd.resize(M), rowSq.resize(M);
   double total = 0.0;
   for (int64_t k = 0; k < K; ++k) {
     const double invn = 1.0 / std::max(nk[k], 1.0);
@@ -95,7 +117,7 @@ double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, co
     switch (kind) {
       case FusedCovKind::kCr: total += crGroup(gk, dl + k * M, invn, M, dk); break;
       case FusedCovKind::kLsigma: total += lsigmaGroup(gk, dl + k * M, invn, u, M, dk); break;
-      case FusedCovKind::kCorr: total += genericGroup(kind, gk, dl + k * M, invn, u, M, dk, cov, grad, sd); break;
+      case FusedCovKind::kCorr: total += corrGroup(gk, dl + k * M, invn, u, M, dk, invSd.data(), rowSq.data()); break;
     }
   }
   return total;
@@ -161,11 +183,13 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
   static Tensor forward(AutogradContext* ctx, Tensor z, Tensor labels, int64_t kind, int64_t classes, double scale) {
     const int64_t n = z.size(0), M = z.size(1), K = classes;
     const auto gemmType = z.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-    const Tensor z64 = z.to(torch::kFloat64);
+    // K = 1 (cr, lsigma, corr): fp64 column sums without an fp64 copy of the rows.
+    const Tensor z64 = K == 1 ? Tensor() : z.to(torch::kFloat64);
+    const auto f64 = z.options().dtype(torch::kFloat64);
     Tensor counts, sums;  // [K] fp64, [K, M] fp64
     if (K == 1) {
-      counts = torch::full({1}, static_cast<double>(n), z64.options());
-      sums = z64.sum(0, true);
+      counts = torch::full({1}, static_cast<double>(n), f64);
+      sums = z.sum(0, /*keepdim=*/true, torch::kFloat64);
     } else {
       TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(),
                   ", expected [", n, "]");
@@ -183,7 +207,7 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     ctx->saved_data["kernel"] = false;
     // s_k: the class mean rounded to the GEMM dtype; δ_k = μ_k − s_k exactly in fp64 (0 for an
     // absent class), so C_k = G̃_k/n_k − δ_k δ_kᵀ keeps fp64 accuracy of the centring.
-    const Tensor mean = sums / counts.clamp_min(1.0).unsqueeze(1);
+    const Tensor mean = K == 1 ? sums / std::max(static_cast<double>(n), 1.0) : sums / counts.clamp_min(1.0).unsqueeze(1);
     const Tensor shift = mean.to(gemmType);
     const Tensor delta = (mean - shift.to(torch::kFloat64)).contiguous();
     const Tensor zg = z.to(gemmType);
@@ -201,7 +225,7 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["dtype"] = static_cast<int64_t>(z.scalar_type());
     ctx->save_for_backward({labels});
-    return torch::scalar_tensor(total * scale, z64.options());
+    return torch::scalar_tensor(total * scale, f64);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -214,12 +238,13 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     const int64_t K = dC.size(0);
     const double upstream = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
     // dΩ/dz_i = 2 D_k (z_i − μ_k)/n_k = 2 (x̃_i D_k − δ_k D_k)/n_k, x̃_i = z_i − s_k (D symmetric).
-    const Tensor factor = (2.0 * upstream / counts.clamp_min(1.0)).to(dC.scalar_type());  // [K]
-    const Tensor rowTerm = delta.unsqueeze(1).bmm(dC).squeeze(1);                        // [K, M]
-    Tensor dz = blocks.times(dC);                                                       // [n, M]
-    if (K == 1) {
-      dz.sub_(rowTerm).mul_(factor);
+    Tensor dz = blocks.times(dC);  // [n, M]
+    if (K == 1) {  // one group: scalars, no [K] tensor ops
+      const double n = std::max(counts.data_ptr<double>()[0], 1.0);
+      dz.sub_(delta.mm(dC[0])).mul_(2.0 * upstream / n);
     } else {
+      const Tensor factor = (2.0 * upstream / counts.clamp_min(1.0)).to(dC.scalar_type());  // [K]
+      const Tensor rowTerm = delta.unsqueeze(1).bmm(dC).squeeze(1);                        // [K, M]
       dz.sub_(rowTerm.index_select(0, labels)).mul_(factor.index_select(0, labels).unsqueeze(1));
     }
     return {dz.to(static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt())), Tensor(), Tensor(), Tensor(),

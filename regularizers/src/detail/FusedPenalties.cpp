@@ -2,12 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 namespace repshape::reg::detail {
 
@@ -16,9 +12,6 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 namespace {
-
-// Simon §3.1: ε inside the square root of the unbiased variance (as StatisticsPenalties.cpp).
-constexpr double kCorrEpsilon = 1e-8;
 
 // One group's biased covariance C = G/n − μμᵀ (times N/(N−1) for the unbiased kinds, N = 1 → 0),
 // n = max(N, 1) so an absent group (G = 0, S = 0) gives C = 0. mean [M], cov [M·M].
@@ -220,81 +213,7 @@ class VariancePenaltyFn : public torch::autograd::Function<VariancePenaltyFn> {
   }
 };
 
-// Σ|w| or Σw² with fp64 accumulation. The build targets baseline x86-64 at -O2, where GCC does
-// not vectorise a reduction; SSE2 (part of x86-64) by hand: 4 elements per iteration, two fp64
-// accumulators (callgrind: 9 → ~3 Ir per weight). Scalar elsewhere and for the tail.
-template <bool L1>
-double normOfFloat(const float* p, int64_t n) {
-  int64_t i = 0;
-  double total = 0.0;
-#if defined(__SSE2__)
-  const __m128d absMask = _mm_castsi128_pd(_mm_set1_epi64x(0x7fffffffffffffffLL));
-  __m128d a0 = _mm_setzero_pd(), a1 = _mm_setzero_pd();
-  for (; i + 4 <= n; i += 4) {
-    const __m128 v = _mm_loadu_ps(p + i);
-    __m128d lo = _mm_cvtps_pd(v), hi = _mm_cvtps_pd(_mm_movehl_ps(v, v));
-    if constexpr (L1) {
-      lo = _mm_and_pd(lo, absMask);
-      hi = _mm_and_pd(hi, absMask);
-    } else {
-      lo = _mm_mul_pd(lo, lo);
-      hi = _mm_mul_pd(hi, hi);
-    }
-    a0 = _mm_add_pd(a0, lo);
-    a1 = _mm_add_pd(a1, hi);
-  }
-  double lanes[2];
-  _mm_storeu_pd(lanes, _mm_add_pd(a0, a1));
-  total = lanes[0] + lanes[1];
-#endif
-  for (; i < n; ++i) {
-    const double v = static_cast<double>(p[i]);
-    total += L1 ? std::abs(v) : v * v;
-  }
-  return total;
-}
-
-template <typename T>
-double normOf(const Tensor& w, bool l1) {
-  const T* p = w.data_ptr<T>();
-  const int64_t n = w.numel();
-  if constexpr (std::is_same_v<T, float>) return l1 ? normOfFloat<true>(p, n) : normOfFloat<false>(p, n);
-  double total = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(p[i]);
-    total += l1 ? std::abs(v) : v * v;
-  }
-  return total;
-}
-
-class WeightNormFn : public torch::autograd::Function<WeightNormFn> {
- public:
-  static Tensor forward(AutogradContext* ctx, Tensor weight, bool l1) {
-    const Tensor w = weight.contiguous();
-    const double total = w.scalar_type() == torch::kFloat64 ? normOf<double>(w, l1) : normOf<float>(w, l1);
-    ctx->save_for_backward({weight});
-    ctx->saved_data["l1"] = l1;
-    return torch::scalar_tensor(total, weight.options().dtype(torch::kFloat64));
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const Tensor w = ctx->get_saved_variables()[0];
-    const double g = grads[0].item<double>();
-    // d|w|/dw = sign(w), 0 at 0 (as torch.abs); dw²/dw = 2w. ATen's vectorised ops in w's dtype
-    // (a scalar loop here measured 1.1 M Ir/step more on the MLP's 130 k weights: callgrind).
-    const Tensor dw = ctx->saved_data["l1"].toBool() ? w.sign().mul_(g) : w.mul(2.0 * g);
-    return {dw, Tensor()};
-  }
-};
-
 }  // namespace
-
-Tensor fusedWeightNorm(const Tensor& weight, bool l1) {
-  if (!weight.defined() || !weight.is_cpu() ||
-      (weight.scalar_type() != torch::kFloat32 && weight.scalar_type() != torch::kFloat64))
-    return Tensor();
-  return WeightNormFn::apply(weight, l1);
-}
 
 bool canFuse(const Tensor& counts, const Tensor& sums, const Tensor& second) {
   for (const Tensor* t : {&counts, &sums, &second})

@@ -11,6 +11,9 @@
 
 namespace repshape::reg::detail {
 
+// corr (Simon §3.1): ε inside the square root of the unbiased variance (as StatisticsPenalties.cpp).
+constexpr double kCorrEpsilon = 1e-8;
+
 enum class FusedCovKind { kLsigma, kCr, kCorr };
 
 // Whether the fused kernels can take these statistics (CPU, fp64).
@@ -48,6 +51,10 @@ torch::Tensor rowsVariancePenalty(const torch::Tensor& z, const torch::Tensor& l
 // scale · ½‖(P − p̄)ᵀ(Z − z̄)/n‖_F², fp64 (RowsPenalties.cpp). 0-dim fp64.
 torch::Tensor rowsCrossCovariancePenalty(const torch::Tensor& z, const torch::Tensor& probs, double scale);
 
+// rr (method "holder") from rows z [n, M] (CPU fp32/fp64) when every row is at hand:
+// scale · Σz² / (max column |z|-sum · max row |z|-sum), 0 below 1e-30, fp64 (RowsPenalties.cpp).
+torch::Tensor rowsHolderRatioPenalty(const torch::Tensor& z, double scale);
+
 // Largest eigenvalue of symmetric matrices [..., M, M] → [...] (LargestEigenvalue.cpp): power
 // iteration to a residual of 1e-12·λ on CPU fp64, eigh where it does not converge (or elsewhere);
 // backward v vᵀ.
@@ -57,9 +64,10 @@ torch::Tensor largestEigenvalue(const torch::Tensor& sym);
 torch::Tensor fusedVariancePenalty(const torch::Tensor& counts, const torch::Tensor& sums,
                                    const torch::Tensor& sqDiags, int64_t width, double scale);
 
-// Σ|w| (l1) or Σw² (l2) of one CPU fp32/fp64 weight tensor as one autograd node: fp64
-// accumulation without an fp64 copy of w; the backward is one element-wise op in w's dtype
-// (sign(w)·g or 2w·g). Returns an undefined tensor where it does not apply (other device/dtype).
-torch::Tensor fusedWeightNorm(const torch::Tensor& weight, bool l1);
+// Σ_w Σ|w| (l1) or Σ_w Σw² (l2) over CPU fp32/fp64 weight tensors as one autograd node
+// (WeightNorms.cpp): fp64 accumulation without an fp64 copy of w, the value returned in `out`;
+// the backward is one pass per weight in its dtype (sign(w)·g or 2w·g). Returns an undefined
+// tensor where it does not apply (no weights, other device/dtype).
+torch::Tensor fusedWeightNorms(const std::vector<torch::Tensor>& weights, bool l1, c10::ScalarType out);
 
 }  // namespace repshape::reg::detail

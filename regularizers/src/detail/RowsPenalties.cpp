@@ -1,4 +1,5 @@
-// rowsVariancePenalty, rowsCrossCovariancePenalty (FusedPenalties.h): vr / cw-vr and xcov straight
+// rowsVariancePenalty, rowsCrossCovariancePenalty, rowsHolderRatioPenalty (FusedPenalties.h): vr /
+// cw-vr, xcov and rr (Hölder) straight
 // from rows when every row is at hand, each one autograd node in fp64. vr: three passes over
 // [n, M] (group sums, centred rows and Ω, and in the backward one scaled copy) instead of the
 // packed sums' ~15 ATen ops over the same rows; xcov: one [C, n]·[n, M] product of centred rows
@@ -6,6 +7,7 @@
 #include "detail/FusedPenalties.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace repshape::reg::detail {
@@ -146,12 +148,106 @@ class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarian
   }
 };
 
+// rr (Hölder bound, Choi Eq. 9): Ω = scale · Σ z² / (A·B), A = max_i Σ_r |z_ri| (largest column
+// |z|-sum), B = max_r Σ_i |z_ri| (largest row |z|-sum); 0 where A·B ≤ 1e-30 (as safeRatio). One
+// fp64 pass each way. Backward, as the packed path's amax / max-row weights: ties share the max's
+// gradient equally, |z|' = sign(z):
+//   dΩ/dz_ri = scale · [2 z_ri/(AB) − sign(z_ri)·(Ω/A · [i ties A]/#A + Ω/B · [r ties B]/#B)].
+template <typename T>
+double absSums(const T* z, int64_t n, int64_t M, double* colAbs, double* rowAbs) {
+  double sq = 0.0;
+  for (int64_t i = 0; i < M; ++i) colAbs[i] = 0.0;
+  for (int64_t r = 0; r < n; ++r) {
+    const T* row = z + r * M;
+    double abs = 0.0;
+    for (int64_t i = 0; i < M; ++i) {
+      const double v = static_cast<double>(row[i]);
+      sq += v * v;
+      abs += std::abs(v);
+      colAbs[i] += std::abs(v);
+    }
+    rowAbs[r] = abs;
+  }
+  return sq;
+}
+
+// Equal shares of 1 over the entries equal to the maximum best of v [len]: w [len].
+void tieWeights(const double* v, int64_t len, double best, double* w) {
+  double ties = 0.0;
+  for (int64_t i = 0; i < len; ++i) ties += v[i] == best ? 1.0 : 0.0;
+  for (int64_t i = 0; i < len; ++i) w[i] = v[i] == best ? 1.0 / ties : 0.0;
+}
+
+template <typename T>
+void holderGrad(const T* z, int64_t n, int64_t M, double twoOverDen, const double* colCoef, const double* rowCoef,
+                double g, T* out) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < M; ++i) {
+      const double v = static_cast<double>(z[r * M + i]);
+      const double sign = static_cast<double>((v > 0.0) - (v < 0.0));
+      out[r * M + i] = static_cast<T>(g * (twoOverDen * v - sign * (colCoef[i] + rowCoef[r])));
+    }
+}
+
+class RowsHolderRatioFn : public torch::autograd::Function<RowsHolderRatioFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, Tensor z, double scale) {
+    const Tensor zc = z.contiguous();
+    const int64_t n = zc.size(0), M = zc.size(1);
+    const auto f64 = zc.options().dtype(torch::kFloat64);
+    Tensor colAbs = torch::empty({M}, f64), rowAbs = torch::empty({n}, f64);
+    double* cp = colAbs.data_ptr<double>();
+    double* rp = rowAbs.data_ptr<double>();
+    double sq = 0.0;
+    switch (zc.scalar_type()) {
+      case torch::kFloat64: sq = absSums(zc.data_ptr<double>(), n, M, cp, rp); break;
+      case torch::kFloat32: sq = absSums(zc.data_ptr<float>(), n, M, cp, rp); break;
+      default: TORCH_CHECK(false, "penalties: rr from rows of dtype ", zc.scalar_type());
+    }
+    const double A = M > 0 ? *std::max_element(cp, cp + M) : 0.0, B = n > 0 ? *std::max_element(rp, rp + n) : 0.0;
+    const double den = A * B;
+    const double value = den > 1e-30 ? sq / den : 0.0;
+    ctx->save_for_backward({zc, colAbs, rowAbs});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["value"] = value;
+    ctx->saved_data["A"] = A;
+    ctx->saved_data["B"] = B;
+    return torch::scalar_tensor(value * scale, f64);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &zc = saved[0], &colAbs = saved[1], &rowAbs = saved[2];
+    const int64_t n = zc.size(0), M = zc.size(1);
+    const double A = ctx->saved_data["A"].toDouble(), B = ctx->saved_data["B"].toDouble();
+    const double value = ctx->saved_data["value"].toDouble();
+    if (!(A * B > 1e-30)) return {torch::zeros_like(zc), Tensor()};  // safeRatio: no gradient
+    std::vector<double> colCoef(M), rowCoef(n);
+    tieWeights(colAbs.data_ptr<double>(), M, A, colCoef.data());
+    tieWeights(rowAbs.data_ptr<double>(), n, B, rowCoef.data());
+    for (auto& c : colCoef) c *= value / A;
+    for (auto& c : rowCoef) c *= value / B;
+    const double g = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
+    Tensor dz = torch::empty_like(zc);
+    if (zc.scalar_type() == torch::kFloat64)
+      holderGrad(zc.data_ptr<double>(), n, M, 2.0 / (A * B), colCoef.data(), rowCoef.data(), g, dz.data_ptr<double>());
+    else
+      holderGrad(zc.data_ptr<float>(), n, M, 2.0 / (A * B), colCoef.data(), rowCoef.data(), g, dz.data_ptr<float>());
+    return {dz, Tensor()};
+  }
+};
+
 }  // namespace
 
 Tensor rowsCrossCovariancePenalty(const Tensor& z, const Tensor& probs, double scale) {
   TORCH_CHECK(z.dim() == 2 && z.is_cpu() && probs.defined(), "penalties: xcov from rows needs CPU rows [n, M] and "
               "probabilities, got ", z.sizes());
   return RowsCrossCovarianceFn::apply(z, probs, scale);
+}
+
+Tensor rowsHolderRatioPenalty(const Tensor& z, double scale) {
+  TORCH_CHECK(z.dim() == 2 && z.is_cpu(), "penalties: rr from rows needs CPU rows [n, M], got ", z.sizes());
+  return RowsHolderRatioFn::apply(z, scale);
 }
 
 Tensor rowsVariancePenalty(const Tensor& z, const Tensor& labels, int64_t classes, double scale) {

@@ -15,8 +15,6 @@ namespace {
 // Below this a ratio's denominator counts as zero: the numerator is then zero as well (all-zero
 // activations), so the ratio is 0 with finite gradients. 1e-30 keeps 1/denominator inside fp32.
 constexpr double kTinyDenominator = 1e-30;
-// Simon §3.1: ε inside the square root of the unbiased variance.
-constexpr double kCorrEpsilon = 1e-8;
 
 Tensor safeRatio(const Tensor& num, const Tensor& den) {
   const Tensor ok = den > kTinyDenominator;
@@ -79,10 +77,11 @@ StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method) {
   return n;
 }
 
-bool fromRows(PenaltyKind kind, const Tensor& z) {
+bool fromRows(PenaltyKind kind, const std::string& method, const Tensor& z) {
   const bool covariance = kind == PenaltyKind::kLsigma || kind == PenaltyKind::kCr || kind == PenaltyKind::kCwCr ||
                           kind == PenaltyKind::kCorr;
-  const bool fp64Rows = kind == PenaltyKind::kVr || kind == PenaltyKind::kCwVr || kind == PenaltyKind::kXcov;
+  const bool fp64Rows = kind == PenaltyKind::kVr || kind == PenaltyKind::kCwVr || kind == PenaltyKind::kXcov ||
+                        (kind == PenaltyKind::kRr && method != "exact");
   if (!z.is_cpu() || z.dim() != 2) return false;
   if (covariance) return z.is_floating_point();
   return fp64Rows && (z.scalar_type() == torch::kFloat32 || z.scalar_type() == torch::kFloat64);
@@ -106,6 +105,9 @@ Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, c
     case PenaltyKind::kCwVr:
       TORCH_CHECK(labels.defined(), "penalties: class-wise penalties need labels");
       return rowsVariancePenalty(z, labels, numClasses, 1.0 / divisor);
+    case PenaltyKind::kRr:
+      TORCH_CHECK(spec.method != "exact", "penalties: rr exact has no rows form");
+      return rowsHolderRatioPenalty(z, 1.0 / divisor);
     case PenaltyKind::kXcov:
       TORCH_CHECK(probs.defined(), "penalties: xcov needs probabilities");
       return rowsCrossCovariancePenalty(z, probs, 1.0 / divisor);
