@@ -54,10 +54,10 @@ StatisticsPath pathFromEnvironment() {
   throw std::invalid_argument("REPSHAPE_STATS_PATH='" + value + "': expected auto, packed or gather");
 }
 
-// REPSHAPE_SPLIT_CLASSES: 1 always, 0 never, auto (default) where the rows are on the CPU. On the
-// CPU the per-class GEMMs cost far more than the extra all-reduce of the N × M gradient (measured,
-// tests/bench/README.md); on a GPU the per-class work is microseconds against that collective's
-// latency (not measured: no GPU here), so there every rank keeps computing every class.
+// REPSHAPE_SPLIT_CLASSES: 1 always, 0 never, auto (default) where the rows are on the CPU and the
+// penalty is large enough to pay for the split (splitPays). On a GPU the per-class work is
+// microseconds against the extra collective's latency (not measured: no GPU here), so there every
+// rank keeps computing every class.
 int splitFromEnvironment() {
   const char* text = std::getenv("REPSHAPE_SPLIT_CLASSES");
   const std::string value = text ? text : "auto";
@@ -65,6 +65,18 @@ int splitFromEnvironment() {
   if (value == "1") return 1;
   if (value == "0") return 0;
   throw std::invalid_argument("REPSHAPE_SPLIT_CLASSES='" + value + "': expected auto, 1 or 0");
+}
+
+// Whether splitting a class-wise penalty over N gathered rows of width M, K classes, saves more
+// than it adds (a sync point in backward, the N × M gradient all-reduce, a row selection: ~0.1 ms
+// on the CPU). Its cost, ~N·M·min(N/K, M) multiply-adds (kernel or Gram form), against 2^20:
+// measured at W = 2 on the Choi MLP (M = 100, K = 10), N = 100 (10^5) loses 9 % of the step and
+// N = 500 (2.5·10^6) gains 5 % (tests/bench/run-all.sh §3); the threshold sits between the two.
+bool splitPays(int64_t rows, int64_t width, int64_t classes) {
+  const double perClassRows = static_cast<double>(rows) / static_cast<double>(std::max<int64_t>(classes, 1));
+  const double work = static_cast<double>(rows) * static_cast<double>(width) *
+                      std::min(perClassRows, static_cast<double>(width));
+  return work >= 1048576.0;
 }
 
 // Penalties that are a plain sum of per-class terms over the classes present (SPEC §2), whose
@@ -229,7 +241,8 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
       for (const auto& t : spec.targets) {
         const LayerPlan& plan = planOf(t);
         const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
-        const bool split = split_ == 1 || (split_ == -1 && plan.z.device().is_cpu());
+        const bool split = split_ == 1 || (split_ == -1 && plan.z.device().is_cpu() &&
+                                           splitPays(plan.z.size(0), plan.z.size(1), numClasses_));
         if (plan.gather && split && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, spec.method, plan.z)) {
           // This rank's share: the classes k ≡ rank (mod W), each with all of its gathered rows.
           // The shares' gradients meet in sumGradients' backward (one collective per layer).
