@@ -239,24 +239,23 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     };
     if (detail::usesStatistics(kind)) {
       for (const auto& t : spec.targets) {
-        const LayerPlan& plan = planOf(t);
+        LayerPlan& plan = planOf(t);
         const auto dtype = findNamed(batch.activations, t, "activations").scalar_type();
         const bool split = split_ == 1 || (split_ == -1 && plan.z.device().is_cpu() &&
                                            splitPays(plan.z.size(0), plan.z.size(1), numClasses_));
         if (plan.gather && split && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, spec.method, plan.z)) {
           // This rank's share: the classes k ≡ rank (mod W), each with all of its gathered rows.
           // The shares' gradients meet in sumGradients' backward (one collective per layer).
-          LayerPlan& own = planOf(t);
-          if (!own.ownZ.defined()) {
-            const Tensor index = own.labels.remainder(reducer.worldSize()).eq(reducer.rank()).nonzero().squeeze(1);
-            own.ownZ = reducer.sumGradients(own.z).index_select(0, index);
-            own.ownLabels = own.labels.index_select(0, index);
+          if (!plan.ownZ.defined()) {
+            const Tensor index = plan.labels.remainder(reducer.worldSize()).eq(reducer.rank()).nonzero().squeeze(1);
+            plan.ownZ = reducer.sumGradients(plan.z).index_select(0, index);
+            plan.ownLabels = plan.labels.index_select(0, index);
           }
           // No rows of its classes in this batch: a zero share, still on the graph, so this rank
           // joins the backward collective.
-          const Tensor share = own.ownZ.size(0) == 0
-                                   ? (own.ownZ.sum() * 0.0).to(torch::kFloat64)
-                                   : detail::rowsPenalty(kind, spec, own.ownZ, own.ownLabels, Tensor(), numClasses_);
+          const Tensor share = plan.ownZ.size(0) == 0
+                                   ? (plan.ownZ.sum() * 0.0).to(torch::kFloat64)
+                                   : detail::rowsPenalty(kind, spec, plan.ownZ, plan.ownLabels, Tensor(), numClasses_);
           emit(t, share, dtype);
           values.back().rankShare = true;
         } else if (plan.complete && detail::fromRows(kind, spec.method, plan.z))

@@ -45,6 +45,24 @@ Timing measure(dist::Communicator& comm, int iterations, Call call) {
   return timing;
 }
 
+// The same statistics for a raw MPI call outside the Communicator (no deadline, no counters):
+// barrier, then MPI_Wtime around `call`; the first call is a warm-up.
+template <typename Call>
+Timing measureRaw(int iterations, Call call) {
+  std::vector<double> seconds;
+  for (int i = 0; i <= iterations; ++i) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const double start = MPI_Wtime();
+    call();
+    if (i > 0) seconds.push_back(MPI_Wtime() - start);
+  }
+  std::sort(seconds.begin(), seconds.end());
+  Timing timing;
+  timing.median = seconds[seconds.size() / 2];
+  timing.min = seconds.front();
+  return timing;
+}
+
 void report(const dist::Communicator& comm, const char* name, std::int64_t formulaBytes,
             const std::string& formula, const Timing& t, std::int64_t wireBytes) {
   if (comm.rank() != 0) return;
@@ -110,19 +128,11 @@ int main(int argc, char** argv) {
   // Reference without deadline: Open MPI's blocking MPI_Allreduce (tuned, spins until done).
   if (comm->backendName() == "mpi") {
     torch::Tensor raw = cwcr.clone();
-    std::vector<double> seconds;
-    for (int i = 0; i <= iterations; ++i) {
-      MPI_Barrier(MPI_COMM_WORLD);
-      const double start = MPI_Wtime();
+    Timing timing = measureRaw(iterations, [&] {
       MPI_Allreduce(MPI_IN_PLACE, raw.data_ptr(), static_cast<int>(cwcrStats), MPI_DOUBLE, MPI_SUM,
                     MPI_COMM_WORLD);
-      if (i > 0) seconds.push_back(MPI_Wtime() - start);  // i = 0: warm-up
-    }
-    std::sort(seconds.begin(), seconds.end());
-    Timing timing;
+    });
     timing.bytes = cwcrStats * 8;
-    timing.median = seconds[seconds.size() / 2];
-    timing.min = seconds.front();
     report(*comm, "  (blocking MPI_Allreduce)", cwcrStats * 8, "reference, no deadline", timing,
            static_cast<std::int64_t>(ring * cwcrStats * 8));
   }
@@ -136,23 +146,17 @@ int main(int argc, char** argv) {
       const Timing ours = measure(*comm, iterations * 5, [&] {
         comm->allReduce(buffer, dist::ReduceOp::Sum, "bench.inplace");
       });
-      std::vector<double> seconds;
-      for (int i = 0; i <= iterations * 5; ++i) {
-        MPI_Barrier(MPI_COMM_WORLD);
-        const double start = MPI_Wtime();
+      const Timing libnbc = measureRaw(iterations * 5, [&] {
         MPI_Request request = MPI_REQUEST_NULL;
         MPI_Iallreduce(MPI_IN_PLACE, buffer.data_ptr(), static_cast<int>(floats), MPI_FLOAT, MPI_SUM,
                        MPI_COMM_WORLD, &request);
         for (int done = 0; !done;) MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-        if (i > 0) seconds.push_back(MPI_Wtime() - start);
-      }
-      std::sort(seconds.begin(), seconds.end());
+      });
       if (rank == 0)
         std::printf("in-place all-reduce %7lld floats: repshape median %8.1f us min %8.1f us | libnbc's "
                     "choice median %8.1f us min %8.1f us | ratio of medians %.2f\n",
                     static_cast<long long>(floats), ours.median * 1e6, ours.min * 1e6,
-                    seconds[seconds.size() / 2] * 1e6, seconds.front() * 1e6,
-                    seconds[seconds.size() / 2] / ours.median);
+                    libnbc.median * 1e6, libnbc.min * 1e6, libnbc.median / ours.median);
     }
   }
 
