@@ -3,6 +3,10 @@
 // every lane of the vector loop and on norms either side of FLT_MAX.
 #include "FusedAdam.h"
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,7 +16,10 @@ namespace repshape {
 namespace {
 
 TEST(FusedAdam, FollowsTorchAdamOverManySteps) {
+  // Both compiled loops: AVX2+FMA (where this CPU has it) and baseline x86-64.
+  for (const bool baseline : {false, true})
   for (const double weightDecay : {0.0, 0.01}) {
+    detail::useBaselineCpuKernels(baseline);
     torch::manual_seed(7);
     // Odd sizes: the vector loop's tail; a 2-D tensor as Linear weights.
     std::vector<torch::Tensor> mine = {torch::randn({37, 13}), torch::randn({101}), torch::randn({1})};
@@ -37,11 +44,43 @@ TEST(FusedAdam, FollowsTorchAdamOverManySteps) {
     torch::NoGradGuard noGrad;
     for (std::size_t i = 0; i < mine.size(); ++i) {
       const double diff = (theirs[i] - mine[i]).abs().max().item<double>();
-      EXPECT_LT(diff, 2e-5) << "wd " << weightDecay << " tensor " << i;
+      EXPECT_LT(diff, 2e-5) << "baseline " << baseline << " wd " << weightDecay << " tensor " << i;
       // Random-walk movement of 300 steps of lr 1e-3 (~0.01) is 250x the bound: a wrong update would show.
       EXPECT_GT((mine[i] - initial[i]).abs().max().item<double>(), 5e-3) << i;
     }
   }
+  detail::useBaselineCpuKernels(false);
+}
+
+// Gradients whose squares are subnormal (|g| ~ 1e-20, g² ~ 1e-40): the step flushes those moments
+// to zero (DAZ/FTZ, as a subnormal √v is far below ε) yet moves p as torch::optim::Adam does, and
+// the thread's floating-point mode is the caller's again after the step.
+TEST(FusedAdam, SubnormalMomentsLeaveTheUpdateAndTheFpModeAsTheyWere) {
+  torch::manual_seed(11);
+  const torch::Tensor start = torch::randn({1000});
+  torch::Tensor mine = start.clone().requires_grad_(true), theirs = start.clone().requires_grad_(true);
+  const auto options = torch::optim::AdamOptions(1e-3);
+  FusedAdam fused({mine}, options);
+  torch::optim::Adam adam({theirs}, options);
+#if defined(__x86_64__)
+  const unsigned control = ~0x3fu;  // MXCSR without its sticky exception flags
+  const unsigned before = _mm_getcsr() & control;
+#endif
+  for (int step = 0; step < 50; ++step) {
+    // Half the elements tiny (subnormal g²), half ordinary.
+    const torch::Tensor g = torch::where(torch::arange(1000) % 2 == 0, torch::randn({1000}) * 1e-20, torch::randn({1000}));
+    mine.mutable_grad() = g.clone();
+    theirs.mutable_grad() = g.clone();
+    fused.step();
+    adam.step();
+#if defined(__x86_64__)
+    EXPECT_EQ(_mm_getcsr() & control, before) << step;
+#endif
+  }
+  torch::NoGradGuard noGrad;
+  EXPECT_LT((mine - theirs).abs().max().item<double>(), 1e-6);
+  // The ordinary half moved by ~50 · lr; the tiny half by ~lr per step as well (m/√v ~ ±1).
+  EXPECT_GT((mine - start).abs().max().item<double>(), 1e-2);
 }
 
 // gradientNormFinite against its definition computed with torch: every element finite and the
@@ -59,17 +98,21 @@ bool reference(const std::vector<torch::Tensor>& tensors) {
 TEST(GradientNormFinite, FindsEveryNonFiniteValueAtEveryPosition) {
   const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity()};
+  for (const bool baseline : {false, true})
   for (const int64_t n : {1, 7, 8, 9, 33, 1000}) {
+    detail::useBaselineCpuKernels(baseline);  // both compiled loops
     const torch::Tensor base = torch::randn({n}) * 1e3;
     EXPECT_TRUE(gradientNormFinite({base, torch::Tensor()})) << n;
     for (int64_t at = 0; at < n; at += std::max<int64_t>(1, n / 9)) {
       for (const float special : specials) {
         torch::Tensor t = base.clone();
         t[at] = special;
-        EXPECT_FALSE(gradientNormFinite({torch::ones({3}), t})) << n << " at " << at << " value " << special;
+        EXPECT_FALSE(gradientNormFinite({torch::ones({3}), t}))
+            << "baseline " << baseline << " n " << n << " at " << at << " value " << special;
       }
     }
   }
+  detail::useBaselineCpuKernels(false);
   // Other dtypes and non-contiguous views take torch::isfinite.
   torch::Tensor d = torch::zeros({4, 4}, torch::kDouble);
   EXPECT_TRUE(gradientNormFinite({d}));

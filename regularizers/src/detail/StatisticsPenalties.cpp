@@ -81,7 +81,7 @@ bool fromRows(PenaltyKind kind, const std::string& method, const Tensor& z) {
   const bool covariance = kind == PenaltyKind::kLsigma || kind == PenaltyKind::kCr || kind == PenaltyKind::kCwCr ||
                           kind == PenaltyKind::kCorr;
   const bool fp64Rows = kind == PenaltyKind::kVr || kind == PenaltyKind::kCwVr || kind == PenaltyKind::kXcov ||
-                        (kind == PenaltyKind::kRr && method != "exact");
+                        kind == PenaltyKind::kL1r || (kind == PenaltyKind::kRr && method != "exact");
   if (!z.is_cpu() || z.dim() != 2) return false;
   if (covariance) return z.is_floating_point();
   return fp64Rows && (z.scalar_type() == torch::kFloat32 || z.scalar_type() == torch::kFloat64);
@@ -105,6 +105,11 @@ Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, c
     case PenaltyKind::kCwVr:
       TORCH_CHECK(labels.defined(), "penalties: class-wise penalties need labels");
       return rowsVariancePenalty(z, labels, numClasses, 1.0 / divisor);
+    case PenaltyKind::kL1r: {
+      // Σ|z| in fp64 without an fp64 copy of z, gradient sign(z)·g (as the packed absCol sums).
+      const Tensor omega = fusedWeightNorms({z}, /*l1=*/true, torch::kFloat64);
+      return divisor == 1.0 ? omega : omega / divisor;
+    }
     case PenaltyKind::kRr:
       TORCH_CHECK(spec.method != "exact", "penalties: rr exact has no rows form");
       return rowsHolderRatioPenalty(z, 1.0 / divisor);
