@@ -7,6 +7,8 @@
 //   build/tests/bench/bench_gemm_floor [--batch 100] [--steps 3000] [--threads 1]
 #include <torch/torch.h>
 
+#include "BlasThreads.h"
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,7 +27,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  torch::set_num_threads(threads);
+  repshape::bench::setThreads(threads);  // ATen and OpenBLAS
   torch::NoGradGuard noGrad;
   const std::vector<int64_t> widths = {784, 100, 100, 100, 100, 100, 100, 10};
   const size_t layers = widths.size() - 1;

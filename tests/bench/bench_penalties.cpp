@@ -10,6 +10,7 @@
 //     --iters 20 --no-wide --only cw-cr        (one command line)
 #include <repshape/regularizers/Regularizers.h>
 
+#include "BlasThreads.h"
 #include "FusedAdam.h"
 #include "FusedMlp.h"
 
@@ -159,7 +160,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  torch::set_num_threads(1);
+  repshape::bench::setThreads(1);  // ATen and OpenBLAS
   torch::manual_seed(0);
   reg::LocalReducer reducer;
 

@@ -24,11 +24,20 @@ mlp=(--set data.source=fashion-mnist --set data.train_size=10000 --set data.vali
 train_rate() {
   local name=$1 world=$2 batch=$3 steps=$4; shift 4
   local config=$root/jobs/choi-mnist-mlp.toml
-  if [ "${PLAIN:-0}" = 1 ]; then sed '/^\[\[regularizer\]\]/,$d' "$config" > "$out/plain.toml"; config=$out/plain.toml; fi
+  if [ "${PLAIN:-0}" = 1 ] || [ -n "${PENALTY:-}" ]; then
+    sed '/^\[\[regularizer\]\]/,$d' "$config" > "$out/$name.toml"; config=$out/$name.toml
+    # PENALTY="NAME[ METHOD]": that penalty alone on h5, weight 0.01 (l1w, l2w: every weight).
+    if [ -n "${PENALTY:-}" ]; then
+      local pen=${PENALTY%% *}
+      printf '\n[[regularizer]]\nname = "%s"\nweight = 0.01\n' "$pen" >> "$config"
+      case $pen in l1w | l2w) ;; *) echo 'targets = ["h5"]' >> "$config" ;; esac
+      if [ "$pen" != "$PENALTY" ]; then printf 'method = "%s"\n' "${PENALTY#* }" >> "$config"; fi
+    fi
+  fi
   local cmd=("$bin" train "$config" --out "$out/$name" --overwrite "${mlp[@]}" --set train.batch_size=$batch
              --set train.steps=$steps --set train.log_every=$((steps - 20)) "$@")
   if [ "$world" -gt 1 ]; then cmd=(mpirun -np "$world" --oversubscribe --bind-to "${BIND:-none}" "${cmd[@]}"); fi
-  echo "$ ${OMPI_MCA_coll_libnbc_iallreduce_algorithm:+OMPI_MCA_coll_libnbc_iallreduce_algorithm=$OMPI_MCA_coll_libnbc_iallreduce_algorithm }${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${cmd[*]}" >> "$out/commands.txt"
+  echo "$ ${PENALTY:+[config: jobs/choi-mnist-mlp.toml with only $PENALTY (on h5), weight 0.01] }${OMPI_MCA_coll_libnbc_iallreduce_algorithm:+OMPI_MCA_coll_libnbc_iallreduce_algorithm=$OMPI_MCA_coll_libnbc_iallreduce_algorithm }${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${cmd[*]}" >> "$out/commands.txt"
   "${cmd[@]}" > /dev/null
   $py -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]
 print(r["samples_per_s"], r.get("stats_bytes",0), r.get("stats_comm_s",0), r.get("grad_comm_s",0))' "$out/$name/steps.jsonl"
@@ -47,6 +56,26 @@ echo "$ $build/tests/bench/bench_penalties --iters 150 --no-wide"
 "$build/tests/bench/bench_penalties" --iters 150 --no-wide
 echo "$ $build/tests/bench/bench_penalties --batch 512 --only 'rr exact,lmulti' --iters 60 --no-wide   (target <= 1.30)"
 "$build/tests/bench/bench_penalties" --batch 512 --only "rr exact,lmulti" --iters 60 --no-wide
+# The same question asked of `repshape train` itself (its data gather, loss and control included):
+# samples/s of the plain MLP vs the MLP with one penalty on h5, batch 100, W=1, rounds alternating.
+pens=("lsigma" "cr" "cw-cr" "vr" "cw-vr" "l1r" "rr" "rr exact" "cw-rr" "corr" "xcov" "lmulti" "l1w" "l2w")
+: > "$out/res-pen"
+for _ in $(seq "$repeat"); do
+  echo "plain $(PLAIN=1 train_rate pen-plain 1 100 2000 | cut -d' ' -f1)" >> "$out/res-pen"
+  for p in "${pens[@]}"; do
+    echo "${p// /-} $(PENALTY="$p" train_rate "pen-${p// /-}" 1 100 2000 | cut -d' ' -f1)" >> "$out/res-pen"
+  done
+done
+echo "repshape train, W=1, batch 100, 2000 steps, best of $repeat: plain samples/s / penalised samples/s"
+$py - "$out/res-pen" <<'PY'
+import sys
+best = {}
+for line in open(sys.argv[1]):
+    name, rate = line.split()
+    best[name] = max(best.get(name, 0.0), float(rate))
+plain = best.pop("plain")
+print("  plain %.0f samples/s;  " % plain + "  ".join("%s %.3f" % (n, plain / r) for n, r in best.items()))
+PY
 fi
 
 if want 2; then
