@@ -29,6 +29,10 @@ int64_t outputWidth(const std::string& objective, const std::vector<int64_t>& sa
 torch::Tensor taskLossSum(const std::string& objective, const torch::Tensor& output, const torch::Tensor& inputs,
                           const torch::Tensor& labels);
 
+// Σ_r −log softmax(logits_r)[labels_r]: F::cross_entropy with reduction sum; on CPU fp32/fp64
+// logits one fused autograd node (values and gradients equal to it to rounding).
+torch::Tensor crossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels);
+
 // Σ over rows of the per-sample error: misclassified rows (cross_entropy, binary) or the per-sample
 // mean squared error (mse). No gradient.
 torch::Tensor errorSum(const std::string& objective, const torch::Tensor& output, const torch::Tensor& inputs,

@@ -10,7 +10,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 
 namespace repshape {
 namespace {
@@ -159,6 +161,44 @@ TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
           << activation << " " << item.key() << ": max |diff| " << (got - expected).abs().max().item<double>();
     }
   }
+}
+
+// crossEntropySum (the trainer's task loss) against F::cross_entropy with reduction sum: values and
+// gradients, fp32 and fp64, one class, no rows, logits far from zero; a NaN logit reaches the loss,
+// a label out of range is an error.
+TEST(CrossEntropySum, MatchesAtenValuesAndGradients) {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(5);
+  struct Case {
+    int64_t n, k;
+    double scale, shift;
+    c10::ScalarType dtype;
+  };
+  const Case cases[] = {{37, 10, 3.0, 0.0, torch::kFloat32}, {37, 10, 3.0, 0.0, torch::kFloat64},
+                        {5, 1, 1.0, 0.0, torch::kFloat32},   {0, 10, 1.0, 0.0, torch::kFloat32},
+                        {64, 100, 30.0, 80.0, torch::kFloat32}, {16, 7, 1e4, -1e5, torch::kFloat64}};
+  for (const Case& c : cases) {
+    const torch::Tensor base = (torch::randn({c.n, c.k}, torch::kFloat64) * c.scale + c.shift).to(c.dtype);
+    const torch::Tensor y = torch::randint(0, c.k, {c.n}, torch::kLong);
+    const torch::Tensor mine = base.clone().requires_grad_(true), theirs = base.clone().requires_grad_(true);
+    const torch::Tensor a = crossEntropySum(mine, y);
+    const torch::Tensor b = F::cross_entropy(theirs, y, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+    (a * 0.37).backward();
+    (b * 0.37).backward();
+    const double tol = c.dtype == torch::kFloat64 ? 1e-12 : 2e-6;
+    const std::string where = "n " + std::to_string(c.n) + " k " + std::to_string(c.k);
+    EXPECT_EQ(a.scalar_type(), c.dtype) << where;
+    EXPECT_NEAR(a.item<double>(), b.item<double>(), tol * std::max(1.0, std::abs(b.item<double>()))) << where;
+    ASSERT_EQ(mine.grad().sizes(), theirs.grad().sizes()) << where;
+    if (c.n > 0) {
+      EXPECT_LT((mine.grad() - theirs.grad()).abs().max().item<double>(), tol) << where;
+    }
+  }
+  torch::Tensor x = torch::zeros({3, 4});
+  x[1][2] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(crossEntropySum(x, torch::tensor({0, 1, 2}, torch::kLong)).item<double>()));
+  EXPECT_THROW(crossEntropySum(torch::zeros({2, 4}), torch::tensor({0, 4}, torch::kLong)), c10::Error);
+  EXPECT_THROW(crossEntropySum(torch::zeros({2, 4}), torch::tensor({-1, 0}, torch::kLong)), c10::Error);
 }
 
 TEST(FusedMlp, GradientsMatchFiniteDifferences) {
