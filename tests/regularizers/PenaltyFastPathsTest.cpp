@@ -169,6 +169,50 @@ TEST(Penalties, RrHolderRowsPathMatchesPackedFp64) {
       }
 }
 
+// cw-rr (Hölder) from rows, per class, equals the packed per-class sums in value and gradient,
+// fp64 to 1e-12 and fp32: class 0 has a tie in its largest column |z|-sum and three rows tied for
+// its largest row sum, class 1 is all zeros (its term and gradient 0), class 2 is absent, class 3
+// has one row.
+TEST(Penalties, CwRrHolderRowsPathMatchesPackedFp64) {
+  torch::manual_seed(43);
+  const int64_t n = 40, m = 8, K = 4;
+  Tensor z = torch::relu(torch::randn({n, m}, torch::kFloat64)).round_(3);  // exact in fp32 too
+  Tensor labels = torch::zeros({n}, torch::kLong);
+  labels.narrow(0, 20, 19).fill_(1);
+  labels[39] = 3;
+  z.narrow(0, 20, 19).zero_();                           // class 1: all zeros
+  z.narrow(0, 0, 20).select(1, 2).add_(3.0);
+  z.narrow(0, 0, 20).select(1, 5).copy_(z.narrow(0, 0, 20).select(1, 2));  // class 0: column tie
+  for (const int64_t r : {4, 9, 17}) z[r].fill_(2.0);  // class 0: row tie at 16
+  ASSERT_LT(std::get<0>(z.narrow(0, 0, 20).abs().sum(1).topk(4))[3].item<double>(), 16.0);
+  const Tensor columns = z.narrow(0, 0, 20).abs().sum(0);
+  ASSERT_EQ(columns[2].item<double>(), columns[5].item<double>());
+  ASSERT_EQ(columns.max().item<double>(), columns[2].item<double>());
+  for (const bool normalized : {false, true})
+    for (const auto dtype : {torch::kFloat64, torch::kFloat32}) {
+      SCOPED_TRACE(std::string(normalized ? "normalized " : "") + (dtype == torch::kFloat64 ? "fp64" : "fp32"));
+      reg::PenaltySpec spec = parseCase("cw-rr");
+      spec.normalized = normalized;
+      reg::LocalReducer local;  // one rank: the rows path
+      const Tensor zRows = z.to(dtype).detach().requires_grad_(true);
+      const Tensor v = penaltyValue(spec, zRows, labels, Tensor(), Tensor(), K, local);
+      const Tensor g = torch::autograd::grad({v}, {zRows})[0];
+      ASSERT_EQ(g.scalar_type(), dtype);
+      CountingReducer packed;
+      packed.world = 2;
+      const Tensor zRef = z.to(dtype).to(torch::kFloat64).detach().requires_grad_(true);
+      const Tensor ref = penaltyValue(spec, zRef, labels, Tensor(), Tensor(), K, packed, reg::StatisticsPath::kPacked);
+      ASSERT_EQ(packed.maxes, 1);
+      const Tensor gRef = torch::autograd::grad({ref}, {zRef})[0];
+      const double tol = dtype == torch::kFloat64 ? 1e-12 : 1e-6;
+      EXPECT_NEAR(v.item<double>(), ref.item<double>(), tol * std::abs(ref.item<double>()));
+      EXPECT_LE(maxAbs(g.to(torch::kFloat64) - gRef), tol * maxAbs(gRef));
+      EXPECT_GT(maxAbs(gRef.narrow(0, 0, 20)), 1e-6);
+      EXPECT_EQ(maxAbs(g.narrow(0, 20, 19)), 0.0);  // the all-zero class
+      EXPECT_GT(maxAbs(g.narrow(0, 39, 1)), 0.0);   // the one-row class
+    }
+}
+
 // l1w / l2w over every weight (one node, hand-vectorised passes: AVX2 or SSE2 plus a scalar tail)
 // equal the ATen formulas Σ|w|, Σw² in fp64: values to 1e-12, gradients bit for bit (sign(w)·g,
 // 2g·w, with the fp32 factor rounded as ATen rounds it). Weights of 1, 7, 8, 13 and 1003 elements

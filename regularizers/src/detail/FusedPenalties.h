@@ -51,9 +51,12 @@ torch::Tensor rowsVariancePenalty(const torch::Tensor& z, const torch::Tensor& l
 // scale · ½‖(P − p̄)ᵀ(Z − z̄)/n‖_F², fp64 (RowsPenalties.cpp). 0-dim fp64.
 torch::Tensor rowsCrossCovariancePenalty(const torch::Tensor& z, const torch::Tensor& probs, double scale);
 
-// rr (method "holder") from rows z [n, M] (CPU fp32/fp64) when every row is at hand:
-// scale · Σz² / (max column |z|-sum · max row |z|-sum), 0 below 1e-30, fp64 (RowsPenalties.cpp).
-torch::Tensor rowsHolderRatioPenalty(const torch::Tensor& z, double scale);
+// rr / cw-rr (method "holder") from rows z [n, M] (CPU fp32/fp64) when every row is at hand:
+// scale · Σ_k Σz² / (max column |z|-sum · max row |z|-sum) over the rows of group k, a group's
+// term 0 below 1e-30, fp64 (RowsPenalties.cpp); classes = 1 (rr, labels ignored) or K with
+// labels [n] in [0, K) (cw-rr). 0-dim fp64.
+torch::Tensor rowsHolderRatioPenalty(const torch::Tensor& z, const torch::Tensor& labels, int64_t classes,
+                                     double scale);
 
 // Largest eigenvalue of symmetric matrices [..., M, M] → [...] (LargestEigenvalue.cpp): power
 // iteration to a residual of 1e-12·λ on CPU fp64, eigh where it does not converge (or elsewhere);

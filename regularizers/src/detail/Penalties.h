@@ -31,10 +31,10 @@ StatsNeeds statsNeeds(PenaltyKind kind, const std::string& method);
 torch::Tensor statisticsPenalty(PenaltyKind kind, const PenaltySpec& spec, const LayerStats& stats, int64_t width,
                                 int64_t numClasses);
 
-// The covariance family (lsigma, cr, cw-cr, corr), vr / cw-vr, xcov, l1r and rr (method holder)
+// The covariance family (lsigma, cr, cw-cr, corr), vr / cw-vr, xcov, l1r, rr and cw-rr (method holder)
 // straight from rows z [n, M] when every row of the layer is at hand (one rank, or gathered rows):
 // centredCovariancePenalty / rowsVariancePenalty / … of FusedPenalties.h. fromRows says whether
-// it applies (CPU rows); labels [n] for cw-cr, cw-vr; probs [n, C] for xcov.
+// it applies (CPU rows); labels [n] for cw-cr, cw-vr, cw-rr; probs [n, C] for xcov.
 bool fromRows(PenaltyKind kind, const std::string& method, const torch::Tensor& z);
 torch::Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const torch::Tensor& z, const torch::Tensor& labels,
                           const torch::Tensor& probs, int64_t numClasses);

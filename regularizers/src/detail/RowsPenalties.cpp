@@ -148,92 +148,128 @@ class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarian
   }
 };
 
-// rr (Hölder bound, Choi Eq. 9): Ω = scale · Σ z² / (A·B), A = max_i Σ_r |z_ri| (largest column
-// |z|-sum), B = max_r Σ_i |z_ri| (largest row |z|-sum); 0 where A·B ≤ 1e-30 (as safeRatio). One
-// fp64 pass each way. Backward, as the packed path's amax / max-row weights: ties share the max's
-// gradient equally, |z|' = sign(z):
-//   dΩ/dz_ri = scale · [2 z_ri/(AB) − sign(z_ri)·(Ω/A · [i ties A]/#A + Ω/B · [r ties B]/#B)].
+// rr (Hölder bound, Choi Eq. 9) per group k (one group for rr; the classes for cw-rr):
+// Ω = scale · Σ_k Σ_{r∈k} z_r² / (A_k·B_k), A_k = max_i Σ_{r∈k} |z_ri| (largest column |z|-sum of
+// the group), B_k = max_{r∈k} Σ_i |z_ri| (largest row |z|-sum); a group with A_k·B_k ≤ 1e-30
+// (absent, all zero) adds 0 and no gradient (as safeRatio). One fp64 pass each way. Backward, as
+// the packed path's amax / max-row weights: ties share the max's gradient equally, |z|' = sign(z):
+//   dΩ/dz_ri = scale · [2 z_ri/(A_k B_k) − sign(z_ri)·(Ω_k/A_k · [i ties A_k]/#A_k + Ω_k/B_k · [r ties B_k]/#B_k)].
+// label == nullptr: one group.
 template <typename T>
-double absSums(const T* z, int64_t n, int64_t M, double* colAbs, double* rowAbs) {
-  double sq = 0.0;
-  for (int64_t i = 0; i < M; ++i) colAbs[i] = 0.0;
+void absSums(const T* z, const int64_t* label, int64_t n, int64_t M, double* sq, double* colAbs, double* rowAbs) {
   for (int64_t r = 0; r < n; ++r) {
     const T* row = z + r * M;
-    double abs = 0.0;
+    const int64_t k = label ? label[r] : 0;
+    double* col = colAbs + k * M;
+    double abs = 0.0, squares = 0.0;
     for (int64_t i = 0; i < M; ++i) {
       const double v = static_cast<double>(row[i]);
-      sq += v * v;
+      squares += v * v;
       abs += std::abs(v);
-      colAbs[i] += std::abs(v);
+      col[i] += std::abs(v);
     }
+    sq[k] += squares;
     rowAbs[r] = abs;
   }
-  return sq;
-}
-
-// Equal shares of 1 over the entries equal to the maximum best of v [len]: w [len].
-void tieWeights(const double* v, int64_t len, double best, double* w) {
-  double ties = 0.0;
-  for (int64_t i = 0; i < len; ++i) ties += v[i] == best ? 1.0 : 0.0;
-  for (int64_t i = 0; i < len; ++i) w[i] = v[i] == best ? 1.0 / ties : 0.0;
 }
 
 template <typename T>
-void holderGrad(const T* z, int64_t n, int64_t M, double twoOverDen, const double* colCoef, const double* rowCoef,
-                double g, T* out) {
-  for (int64_t r = 0; r < n; ++r)
+void holderGrad(const T* z, const int64_t* label, int64_t n, int64_t M, const std::vector<double>& twoOverDen,
+                const double* colCoef, const double* rowCoef, double g, T* out) {
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t k = label ? label[r] : 0;
+    const double* col = colCoef + k * M;
     for (int64_t i = 0; i < M; ++i) {
       const double v = static_cast<double>(z[r * M + i]);
       const double sign = static_cast<double>((v > 0.0) - (v < 0.0));
-      out[r * M + i] = static_cast<T>(g * (twoOverDen * v - sign * (colCoef[i] + rowCoef[r])));
+      out[r * M + i] = static_cast<T>(g * (twoOverDen[k] * v - sign * (col[i] + rowCoef[r])));
     }
+  }
 }
 
 class RowsHolderRatioFn : public torch::autograd::Function<RowsHolderRatioFn> {
  public:
-  static Tensor forward(AutogradContext* ctx, Tensor z, double scale) {
+  static Tensor forward(AutogradContext* ctx, Tensor z, Tensor labels, int64_t classes, double scale) {
     const Tensor zc = z.contiguous();
-    const int64_t n = zc.size(0), M = zc.size(1);
+    const int64_t n = zc.size(0), M = zc.size(1), K = classes;
+    const int64_t* label = nullptr;
+    if (K > 1) {
+      TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(),
+                  ", expected [", n, "]");
+      label = labels.data_ptr<int64_t>();
+      for (int64_t r = 0; r < n; ++r)
+        TORCH_CHECK(label[r] >= 0 && label[r] < K, "penalties: label ", label[r], " of row ", r, ", expected [0, ", K,
+                    ")");
+    }
     const auto f64 = zc.options().dtype(torch::kFloat64);
-    Tensor colAbs = torch::empty({M}, f64), rowAbs = torch::empty({n}, f64);
+    Tensor colAbs = torch::zeros({K, M}, f64), rowAbs = torch::empty({n}, f64);
+    std::vector<double> sq(K, 0.0);
     double* cp = colAbs.data_ptr<double>();
     double* rp = rowAbs.data_ptr<double>();
-    double sq = 0.0;
     switch (zc.scalar_type()) {
-      case torch::kFloat64: sq = absSums(zc.data_ptr<double>(), n, M, cp, rp); break;
-      case torch::kFloat32: sq = absSums(zc.data_ptr<float>(), n, M, cp, rp); break;
+      case torch::kFloat64: absSums(zc.data_ptr<double>(), label, n, M, sq.data(), cp, rp); break;
+      case torch::kFloat32: absSums(zc.data_ptr<float>(), label, n, M, sq.data(), cp, rp); break;
       default: TORCH_CHECK(false, "penalties: rr from rows of dtype ", zc.scalar_type());
     }
-    const double A = M > 0 ? *std::max_element(cp, cp + M) : 0.0, B = n > 0 ? *std::max_element(rp, rp + n) : 0.0;
-    const double den = A * B;
-    const double value = den > 1e-30 ? sq / den : 0.0;
-    ctx->save_for_backward({zc, colAbs, rowAbs});
+    // A_k, B_k (0 for a group without rows) and Ω_k.
+    std::vector<double> a(K, 0.0), b(K, 0.0), value(K, 0.0);
+    for (int64_t k = 0; k < K; ++k)
+      if (M > 0) a[k] = *std::max_element(cp + k * M, cp + (k + 1) * M);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t k = label ? label[r] : 0;
+      b[k] = std::max(b[k], rp[r]);
+    }
+    double total = 0.0;
+    for (int64_t k = 0; k < K; ++k) {
+      value[k] = a[k] * b[k] > 1e-30 ? sq[k] / (a[k] * b[k]) : 0.0;
+      total += value[k];
+    }
+    std::vector<double> abv(a);  // [3, K]: A_k, B_k, Ω_k
+    abv.insert(abv.end(), b.begin(), b.end());
+    abv.insert(abv.end(), value.begin(), value.end());
+    ctx->save_for_backward({zc, colAbs, rowAbs, labels});
+    ctx->saved_data["abv"] = torch::tensor(abv, f64);
     ctx->saved_data["scale"] = scale;
-    ctx->saved_data["value"] = value;
-    ctx->saved_data["A"] = A;
-    ctx->saved_data["B"] = B;
-    return torch::scalar_tensor(value * scale, f64);
+    return torch::scalar_tensor(total * scale, f64);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const Tensor &zc = saved[0], &colAbs = saved[1], &rowAbs = saved[2];
-    const int64_t n = zc.size(0), M = zc.size(1);
-    const double A = ctx->saved_data["A"].toDouble(), B = ctx->saved_data["B"].toDouble();
-    const double value = ctx->saved_data["value"].toDouble();
-    if (!(A * B > 1e-30)) return {torch::zeros_like(zc), Tensor()};  // safeRatio: no gradient
-    std::vector<double> colCoef(M), rowCoef(n);
-    tieWeights(colAbs.data_ptr<double>(), M, A, colCoef.data());
-    tieWeights(rowAbs.data_ptr<double>(), n, B, rowCoef.data());
-    for (auto& c : colCoef) c *= value / A;
-    for (auto& c : rowCoef) c *= value / B;
+    const Tensor &zc = saved[0], &colAbs = saved[1], &rowAbs = saved[2], &labels = saved[3];
+    const int64_t n = zc.size(0), M = zc.size(1), K = colAbs.size(0);
+    const int64_t* label = K > 1 ? labels.data_ptr<int64_t>() : nullptr;
+    const double* abv = ctx->saved_data["abv"].toTensor().data_ptr<double>();
+    const double *a = abv, *b = abv + K, *value = abv + 2 * K;
+    const double* cp = colAbs.data_ptr<double>();
+    const double* rp = rowAbs.data_ptr<double>();
+    // Per group: 2/(A_k B_k), the tied columns' and rows' shares of Ω_k/A_k and Ω_k/B_k; a group
+    // with A_k B_k ≤ 1e-30 keeps zero coefficients (safeRatio: no gradient).
+    std::vector<double> twoOverDen(K, 0.0), colCoef(K * M, 0.0), rowCoef(n, 0.0), rowTies(K, 0.0);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t k = label ? label[r] : 0;
+      rowTies[k] += rp[r] == b[k] ? 1.0 : 0.0;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      if (!(a[k] * b[k] > 1e-30)) continue;
+      twoOverDen[k] = 2.0 / (a[k] * b[k]);
+      double colTies = 0.0;
+      for (int64_t i = 0; i < M; ++i) colTies += cp[k * M + i] == a[k] ? 1.0 : 0.0;
+      for (int64_t i = 0; i < M; ++i)
+        colCoef[k * M + i] = cp[k * M + i] == a[k] ? value[k] / a[k] / colTies : 0.0;
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t k = label ? label[r] : 0;
+      if (a[k] * b[k] > 1e-30 && rp[r] == b[k]) rowCoef[r] = value[k] / b[k] / rowTies[k];
+    }
     const double g = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
     Tensor dz = torch::empty_like(zc);
     if (zc.scalar_type() == torch::kFloat64)
-      holderGrad(zc.data_ptr<double>(), n, M, 2.0 / (A * B), colCoef.data(), rowCoef.data(), g, dz.data_ptr<double>());
+      holderGrad(zc.data_ptr<double>(), label, n, M, twoOverDen, colCoef.data(), rowCoef.data(), g,
+                 dz.data_ptr<double>());
     else
-      holderGrad(zc.data_ptr<float>(), n, M, 2.0 / (A * B), colCoef.data(), rowCoef.data(), g, dz.data_ptr<float>());
-    return {dz, Tensor()};
+      holderGrad(zc.data_ptr<float>(), label, n, M, twoOverDen, colCoef.data(), rowCoef.data(), g,
+                 dz.data_ptr<float>());
+    return {dz, Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -245,9 +281,10 @@ Tensor rowsCrossCovariancePenalty(const Tensor& z, const Tensor& probs, double s
   return RowsCrossCovarianceFn::apply(z, probs, scale);
 }
 
-Tensor rowsHolderRatioPenalty(const Tensor& z, double scale) {
+Tensor rowsHolderRatioPenalty(const Tensor& z, const Tensor& labels, int64_t classes, double scale) {
   TORCH_CHECK(z.dim() == 2 && z.is_cpu(), "penalties: rr from rows needs CPU rows [n, M], got ", z.sizes());
-  return RowsHolderRatioFn::apply(z, scale);
+  const Tensor l = classes > 1 ? labels.to(torch::kLong).contiguous() : torch::empty({0}, z.options().dtype(torch::kLong));
+  return RowsHolderRatioFn::apply(z, l, classes, scale);
 }
 
 Tensor rowsVariancePenalty(const Tensor& z, const Tensor& labels, int64_t classes, double scale) {

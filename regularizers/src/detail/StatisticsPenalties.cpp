@@ -81,7 +81,8 @@ bool fromRows(PenaltyKind kind, const std::string& method, const Tensor& z) {
   const bool covariance = kind == PenaltyKind::kLsigma || kind == PenaltyKind::kCr || kind == PenaltyKind::kCwCr ||
                           kind == PenaltyKind::kCorr;
   const bool fp64Rows = kind == PenaltyKind::kVr || kind == PenaltyKind::kCwVr || kind == PenaltyKind::kXcov ||
-                        kind == PenaltyKind::kL1r || (kind == PenaltyKind::kRr && method != "exact");
+                        kind == PenaltyKind::kL1r ||
+                        ((kind == PenaltyKind::kRr || kind == PenaltyKind::kCwRr) && method != "exact");
   if (!z.is_cpu() || z.dim() != 2) return false;
   if (covariance) return z.is_floating_point();
   return fp64Rows && (z.scalar_type() == torch::kFloat32 || z.scalar_type() == torch::kFloat64);
@@ -112,7 +113,11 @@ Tensor rowsPenalty(PenaltyKind kind, const PenaltySpec& spec, const Tensor& z, c
     }
     case PenaltyKind::kRr:
       TORCH_CHECK(spec.method != "exact", "penalties: rr exact has no rows form");
-      return rowsHolderRatioPenalty(z, 1.0 / divisor);
+      return rowsHolderRatioPenalty(z, labels, 1, 1.0 / divisor);
+    case PenaltyKind::kCwRr:
+      TORCH_CHECK(spec.method != "exact", "penalties: cw-rr exact has no rows form");
+      TORCH_CHECK(labels.defined(), "penalties: class-wise penalties need labels");
+      return rowsHolderRatioPenalty(z, labels, numClasses, 1.0 / divisor);
     case PenaltyKind::kXcov:
       TORCH_CHECK(probs.defined(), "penalties: xcov needs probabilities");
       return rowsCrossCovariancePenalty(z, probs, 1.0 / divisor);
