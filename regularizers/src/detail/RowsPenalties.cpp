@@ -60,20 +60,24 @@ void scaledRows(const double* centred, const int64_t* label, int64_t n, int64_t 
   }
 }
 
+// The row → group map of K > 1 groups: labels [n] (int64, contiguous), each checked in [0, K);
+// nullptr for one group.
+const int64_t* groupLabels(const Tensor& labels, int64_t n, int64_t K) {
+  if (K <= 1) return nullptr;
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(), ", expected [",
+              n, "]");
+  const int64_t* label = labels.data_ptr<int64_t>();
+  for (int64_t r = 0; r < n; ++r)
+    TORCH_CHECK(label[r] >= 0 && label[r] < K, "penalties: label ", label[r], " of row ", r, ", expected [0, ", K, ")");
+  return label;
+}
+
 class RowsVarianceFn : public torch::autograd::Function<RowsVarianceFn> {
  public:
   static Tensor forward(AutogradContext* ctx, Tensor z, Tensor labels, int64_t classes, double scale) {
     const Tensor zc = z.contiguous();
     const int64_t n = zc.size(0), M = zc.size(1), K = classes;
-    const int64_t* label = nullptr;
-    if (K > 1) {
-      TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(),
-                  ", expected [", n, "]");
-      label = labels.data_ptr<int64_t>();
-      for (int64_t r = 0; r < n; ++r)
-        TORCH_CHECK(label[r] >= 0 && label[r] < K, "penalties: label ", label[r], " of row ", r, ", expected [0, ", K,
-                    ")");
-    }
+    const int64_t* label = groupLabels(labels, n, K);
     Tensor centred = torch::empty({n, M}, zc.options().dtype(torch::kFloat64));
     std::vector<double> weight;
     double total = 0.0;
@@ -192,15 +196,7 @@ class RowsHolderRatioFn : public torch::autograd::Function<RowsHolderRatioFn> {
   static Tensor forward(AutogradContext* ctx, Tensor z, Tensor labels, int64_t classes, double scale) {
     const Tensor zc = z.contiguous();
     const int64_t n = zc.size(0), M = zc.size(1), K = classes;
-    const int64_t* label = nullptr;
-    if (K > 1) {
-      TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(),
-                  ", expected [", n, "]");
-      label = labels.data_ptr<int64_t>();
-      for (int64_t r = 0; r < n; ++r)
-        TORCH_CHECK(label[r] >= 0 && label[r] < K, "penalties: label ", label[r], " of row ", r, ", expected [0, ", K,
-                    ")");
-    }
+    const int64_t* label = groupLabels(labels, n, K);
     const auto f64 = zc.options().dtype(torch::kFloat64);
     Tensor colAbs = torch::zeros({K, M}, f64), rowAbs = torch::empty({n}, f64);
     std::vector<double> sq(K, 0.0);
