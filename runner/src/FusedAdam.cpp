@@ -139,6 +139,13 @@ bool fusable(const torch::Tensor& t) {
 
 namespace detail {
 void useBaselineCpuKernels(bool baseline) { forceBaseline = baseline; }
+bool avx2Kernels() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return hasAvx2Fma();
+#else
+  return false;
+#endif
+}
 }  // namespace detail
 
 bool gradientNormFinite(const std::vector<torch::Tensor>& tensors) {

@@ -6,13 +6,16 @@
 // AccumulateGrad × 2) and dispatches each op through the full operator stack; on the Choi MLP at
 // batch 100 that is ~0.3 ms of a 1.2 ms step on top of ~0.65 ms of GEMMs (issue 12, target 4), and
 // every rank pays it in full whatever its share of the batch (target 2). Here the forward is one
-// addmm and one in-place ReLU per layer, and the backward per layer is the same three products as
-// autograd's (threshold_backward, mm, sum) into fresh contiguous gradients, with no graph walk.
+// mm per layer and one raw pass for bias + ReLU, and the backward per layer one raw pass (the
+// penalty's gradient added, the ReLU mask, the bias gradient's column sums in fp64) and the two
+// products, into fresh contiguous gradients, with no graph walk. (CPU fp32/fp64; other devices
+// and dtypes take addmm, relu_, threshold_backward and sum.)
 //
 // Outputs: [logits, h_1, …, h_{L−1}] — every hidden post-activation output, so penalties can take
 // any layer and their gradients flow back into the chain (an unused output's gradient is
 // undefined and skipped). The values are the unfused network's to fp32 rounding: the same ATen
-// products, except dW = gᵀ·h is computed directly instead of (hᵀ·g)ᵀ (test_models: FusedMlp.*).
+// products, except dW = gᵀ·h is computed directly instead of (hᵀ·g)ᵀ and the bias added after the
+// product instead of before it (test_models: FusedMlp.*).
 #include <torch/torch.h>
 
 #include <vector>

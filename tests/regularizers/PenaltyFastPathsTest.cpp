@@ -56,6 +56,14 @@ TEST(Penalties, RowsPathMatchesPackedFp64ForLargeMeans) {
       const Tensor gRef = torch::autograd::grad({ref}, {zRef})[0];
       EXPECT_NEAR(v.item<double>(), ref.item<double>(), 1e-5 * std::abs(ref.item<double>()));
       EXPECT_LE(maxAbs(g - gRef), 1e-4 * maxAbs(gRef));
+      // fp64 rows: the rows path to the packed path's own accuracy (its uncentred sums lose
+      // ~|μ|²/σ² · 1e-16 ≈ 1e-9 here).
+      const Tensor z64Rows = z64.detach().requires_grad_(true);
+      const Tensor v64 = penaltyValue(spec, z64Rows, labels, Tensor(), Tensor(), K, local);
+      const Tensor g64 = torch::autograd::grad({v64}, {z64Rows})[0];
+      EXPECT_EQ(g64.scalar_type(), torch::kFloat64);
+      EXPECT_NEAR(v64.item<double>(), ref.item<double>(), 1e-7 * std::abs(ref.item<double>()));
+      EXPECT_LE(maxAbs(g64 - gRef), 1e-6 * maxAbs(gRef));
     }
 }
 
@@ -122,6 +130,16 @@ TEST(Penalties, XcovRowsPathMatchesPackedFp64) {
   EXPECT_NEAR(value, ref, 1e-6 * std::abs(ref));
   EXPECT_LE(maxAbs(dz - dzRef), 1e-5 * maxAbs(dzRef));
   EXPECT_LE(maxAbs(dp - dpRef), 1e-5 * maxAbs(dpRef));
+  // fp64 rows and probabilities, and fp32 rows with fp64 probabilities: the rows path to the
+  // packed path's own accuracy (its cross sums lose ~|z̄|·|p̄|/cov · 1e-16).
+  const auto [value64, dz64, dp64] = run(z32.to(torch::kFloat64), p32.to(torch::kFloat64), local, reg::StatisticsPath::kAuto);
+  EXPECT_NEAR(value64, ref, 1e-9 * std::abs(ref));
+  EXPECT_LE(maxAbs(dz64 - dzRef), 1e-9 * maxAbs(dzRef));
+  EXPECT_LE(maxAbs(dp64 - dpRef), 1e-9 * maxAbs(dpRef));
+  const auto [valueMixed, dzMixed, dpMixed] = run(z32, p32.to(torch::kFloat64), local, reg::StatisticsPath::kAuto);
+  EXPECT_NEAR(valueMixed, ref, 1e-6 * std::abs(ref));         // the value in the rows' dtype
+  EXPECT_LE(maxAbs(dzMixed - dzRef), 1e-5 * maxAbs(dzRef));  // dz rounded to fp32
+  EXPECT_LE(maxAbs(dpMixed - dpRef), 1e-9 * maxAbs(dpRef));
 }
 
 // rr (Hölder) from rows (one rank, one fp64 node) equals the packed sums (|z| column sums, Σz²,

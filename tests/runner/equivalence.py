@@ -214,10 +214,20 @@ def main():
             if key.endswith(".loss") and not close(value, w_numbers.get(key, math.inf), 1e-4):
                 failures.append(f"W={world} result.{key}: {w_numbers.get(key)} vs 1-process {value}")
         w_untrained = numbers(train(world, untrained))
-        for key, value in numbers(ref_untrained).items():
+        ref_numbers_untrained = numbers(ref_untrained)
+        for key, value in ref_numbers_untrained.items():
             if key in ("world_size", "steps", "epochs") or key.endswith("wall_s"):
                 continue
-            if key not in w_untrained or not close(value, w_untrained[key], 1e-5, floor=1e-9):
+            # The covariance and correlation metrics are means of signed pair terms that can cancel
+            # to far below the terms themselves (cnn_pad fc1: -5.7e-7 from covariances of order
+            # amplitude²): their summation-order error is relative to the terms' scale, amplitude²
+            # and 1, not to the mean.
+            floor = 1e-9
+            if key.endswith(".covariance"):
+                floor = max(floor, ref_numbers_untrained.get(key[: -len("covariance")] + "amplitude", 0.0) ** 2)
+            elif key.endswith(".correlation"):
+                floor = 1.0
+            if key not in w_untrained or not close(value, w_untrained[key], 1e-5, floor=floor):
                 failures.append(f"W={world} untrained result.{key}: {w_untrained.get(key)} vs 1-process {value}")
         print(f"W={world}: worst per-step relative loss difference {worst:.2e}, gradient max diff {gdiff:.2e} (max |g| {gmax:.2e})")
     if failures:

@@ -4,6 +4,7 @@
 // state against a hand-written recurrence, conv_ae gradients against central finite differences
 // (fp64), and located config errors.
 #include "Config.h"
+#include "FusedAdam.h"  // detail::useBaselineCpuKernels
 #include "Model.h"
 #include "Objective.h"
 #include "TestUtil.h"
@@ -113,10 +114,23 @@ TEST(ConvAutoencoder, GradientsMatchFiniteDifferences) {
 }
 
 // The fused Linear+ReLU chain (FusedMlp.h) against the layer-by-layer autograd graph of the same
-// network (REPSHAPE_FUSED_MLP=0), fp64: logits, captured activations and every parameter gradient
-// of a loss that also reaches two hidden layers (as penalties do) and a weight (as l2w does).
+// network (REPSHAPE_FUSED_MLP=0): logits, captured activations and every parameter gradient of a
+// loss that also reaches two hidden layers (as penalties do) and a weight (as l2w does). fp64 to
+// 1e-12 and fp32 to its rounding, through both compiled versions of the raw element loops
+// (baseline x86-64 and AVX2, detail::useBaselineCpuKernels).
 TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
-  for (const std::string activation : {"relu", "linear"}) {
+  struct Case {
+    std::string activation;
+    c10::ScalarType dtype;
+    bool baseline;
+  };
+  const Case cases[] = {{"relu", torch::kDouble, false}, {"linear", torch::kDouble, false},
+                        {"relu", torch::kDouble, true},  {"relu", torch::kFloat, false},
+                        {"relu", torch::kFloat, true},   {"linear", torch::kFloat, false}};
+  for (const Case& c : cases) {
+    const std::string& activation = c.activation;
+    detail::useBaselineCpuKernels(c.baseline);
+    const double rtol = c.dtype == torch::kDouble ? 1e-12 : 1e-5, atol = c.dtype == torch::kDouble ? 1e-12 : 1e-6;
     torch::manual_seed(5);
     Config config = configOf("mlp", {}, "ce");
     config.model.hidden = {7, 6, 5};
@@ -130,12 +144,12 @@ TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
       torch::NoGradGuard noGrad;
       for (auto& item : fused->named_parameters()) item.value().copy_(layered->named_parameters()[item.key()]);
     }
-    layered->to(torch::kDouble);
-    fused->to(torch::kDouble);
+    layered->to(c.dtype);
+    fused->to(c.dtype);
     layered->setCaptureLayers({"h3", "h2"});
     fused->setCaptureLayers({"h3", "h2"});
-    const torch::Tensor x = torch::randn({9, 1, 3, 4}, torch::kDouble), y = torch::randint(0, 3, {9});
-    const torch::Tensor r2 = torch::randn({9, 6}, torch::kDouble), r3 = torch::randn({9, 5}, torch::kDouble);
+    const torch::Tensor x = torch::randn({9, 1, 3, 4}, c.dtype), y = torch::randint(0, 3, {9});
+    const torch::Tensor r2 = torch::randn({9, 6}, c.dtype), r3 = torch::randn({9, 5}, c.dtype);
     ForwardContext context;
     context.training = true;
     std::vector<torch::Tensor> logits, captured[2];
@@ -151,15 +165,54 @@ TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
     ASSERT_TRUE(logits[1].grad_fn());
     EXPECT_NE(logits[1].grad_fn()->name().find("FusedMlp"), std::string::npos) << logits[1].grad_fn()->name();
     EXPECT_EQ(logits[0].grad_fn()->name().find("FusedMlp"), std::string::npos) << logits[0].grad_fn()->name();
-    EXPECT_TRUE(torch::allclose(logits[1], logits[0], 1e-12, 1e-12)) << activation;
-    for (int c = 0; c < 2; ++c) EXPECT_TRUE(torch::allclose(captured[1][c], captured[0][c], 1e-12, 1e-12)) << c;
+    const std::string where = activation + " " + c10::toString(c.dtype) + (c.baseline ? " baseline" : "");
+    EXPECT_TRUE(torch::allclose(logits[1], logits[0], rtol, atol)) << where;
+    for (int k = 0; k < 2; ++k) EXPECT_TRUE(torch::allclose(captured[1][k], captured[0][k], rtol, atol)) << where << k;
     for (const auto& item : layered->named_parameters()) {
       const torch::Tensor expected = item.value().grad(), got = fused->named_parameters()[item.key()].grad();
       ASSERT_TRUE(got.defined()) << item.key();
       EXPECT_GT(expected.abs().max().item<double>(), 0.0) << item.key();
-      EXPECT_TRUE(torch::allclose(got, expected, 1e-10, 1e-12))
-          << activation << " " << item.key() << ": max |diff| " << (got - expected).abs().max().item<double>();
+      EXPECT_TRUE(torch::allclose(got, expected, rtol * 100, atol))
+          << where << " " << item.key() << ": max |diff| " << (got - expected).abs().max().item<double>();
     }
+  }
+  detail::useBaselineCpuKernels(false);
+}
+
+// The raw loops keep ReLU's and threshold_backward's NaN rules: with a NaN in one input row (fp32,
+// the raw path), logits and every parameter gradient have NaN exactly where the layer-by-layer
+// graph has them, and equal values elsewhere.
+TEST(FusedMlp, NaNInputsPropagateAsInTheLayerByLayerGraph) {
+  torch::manual_seed(7);
+  Config config = configOf("mlp", {}, "ce");
+  config.model.hidden = {6, 5};
+  const ModelPlan plan = planModel(config, {4}, 3);
+  ::setenv("REPSHAPE_FUSED_MLP", "0", 1);
+  Network layered(config.model, plan);
+  ::unsetenv("REPSHAPE_FUSED_MLP");
+  Network fused(config.model, plan);
+  {
+    torch::NoGradGuard noGrad;
+    for (auto& item : fused->named_parameters()) item.value().copy_(layered->named_parameters()[item.key()]);
+  }
+  torch::Tensor x = torch::randn({5, 4});
+  x[2][1] = std::numeric_limits<float>::quiet_NaN();
+  ForwardContext context;
+  context.training = true;
+  std::vector<torch::Tensor> logits;
+  Network* networks[2] = {&layered, &fused};
+  for (Network* net : networks) {
+    std::vector<torch::Tensor> captured;
+    logits.push_back((*net)->forward(x, context, &captured));
+    (logits.back().nan_to_num(0.0) * torch::arange(1, 16).view({5, 3})).sum().backward();
+  }
+  ASSERT_NE(logits[1].grad_fn()->name().find("FusedMlp"), std::string::npos);
+  EXPECT_TRUE(logits[1][2].isnan().all().item<bool>());
+  EXPECT_TRUE(torch::allclose(logits[1], logits[0], 1e-5, 1e-6, /*equal_nan=*/true));
+  for (const auto& item : layered->named_parameters()) {
+    const torch::Tensor expected = item.value().grad(), got = fused->named_parameters()[item.key()].grad();
+    EXPECT_TRUE(torch::equal(got.isnan(), expected.isnan())) << item.key();
+    EXPECT_TRUE(torch::allclose(got, expected, 1e-4, 1e-5, /*equal_nan=*/true)) << item.key();
   }
 }
 

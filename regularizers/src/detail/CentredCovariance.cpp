@@ -123,87 +123,238 @@ double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, co
   return total;
 }
 
+// One group (cr, lsigma, corr) on contiguous CPU fp32/fp64 rows: the centring as raw loops and
+// the backward as one addmm, so a step costs the two M×M×n GEMMs and three passes over the rows
+// instead of ~15 dispatched ATen ops (issue 12, target 1: lsigma/cr/corr ≈ 0.12 ms per step on
+// the Choi MLP, of which the GEMMs are ≈ 35 µs). Same formulas as CentredCovarianceFn with K = 1.
+template <typename T>
+__attribute__((always_inline)) inline void columnSumsLoop(const T* __restrict z, int64_t n, int64_t M,
+                                                          double* __restrict sums) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < M; ++c) sums[c] += static_cast<double>(z[r * M + c]);
+}
+template <typename T>
+__attribute__((always_inline)) inline void centreLoop(const T* __restrict z, const T* __restrict shift, int64_t n,
+                                                      int64_t M, T* __restrict out) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < M; ++c) out[r * M + c] = z[r * M + c] - shift[c];
+}
+template <typename T>
+__attribute__((optimize("O3"))) void columnSums(const T* z, int64_t n, int64_t M, double* sums) {
+  columnSumsLoop(z, n, M, sums);
+}
+template <typename T>
+__attribute__((optimize("O3"))) void centre(const T* z, const T* shift, int64_t n, int64_t M, T* out) {
+  centreLoop(z, shift, n, M, out);
+}
+
+class SingleGroupFn : public torch::autograd::Function<SingleGroupFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& zIn, int64_t kind, double scale) {
+    const Tensor z = zIn.contiguous();
+    return z.scalar_type() == torch::kFloat64 ? run<double>(ctx, z, kind, scale) : run<float>(ctx, z, kind, scale);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor centred = ctx->saved_data["centred"].toTensor();  // x̃ = z − s
+    const Tensor dC = ctx->saved_data["dC"].toTensor();            // D [M, M], symmetric
+    const Tensor rowTerm = ctx->saved_data["rowTerm"].toTensor();  // δ·D [1, M]
+    const double f = 2.0 * ctx->saved_data["scale"].toDouble() * grads[0].item<double>() /
+                     std::max(static_cast<double>(centred.size(0)), 1.0);
+    // dΩ/dz = 2 (x̃ D − 1 (δD)) / n in one product.
+    return {at::addmm(rowTerm, centred, dC, /*beta=*/-f, /*alpha=*/f), Tensor(), Tensor()};
+  }
+
+ private:
+  template <typename T>
+  static Tensor run(AutogradContext* ctx, const Tensor& z, int64_t kind, double scale) {
+    const int64_t n = z.size(0), M = z.size(1);
+    std::vector<double> sums(static_cast<std::size_t>(M), 0.0), delta(static_cast<std::size_t>(M));
+    columnSums(z.data_ptr<T>(), n, M, sums.data());
+    const double nn = std::max(static_cast<double>(n), 1.0), invn = 1.0 / nn;
+    Tensor shift = torch::empty({M}, z.options());
+    T* sh = shift.data_ptr<T>();
+    for (int64_t c = 0; c < M; ++c) {
+      const double mean = sums[c] / nn;
+      sh[c] = static_cast<T>(mean);
+      delta[c] = mean - static_cast<double>(sh[c]);  // δ = μ − s, exact
+    }
+    Tensor centred = torch::empty({n, M}, z.options());
+    centre(z.data_ptr<T>(), sh, n, M, centred.data_ptr<T>());
+    const Tensor gram = at::mm(centred.t(), centred);  // G̃ [M, M], contiguous
+    Tensor dC = torch::empty({M, M}, z.options());
+    const auto rows = static_cast<double>(n);  // u as allGroups: n/(n − 1), 0 for no rows
+    const double u = static_cast<FusedCovKind>(kind) == FusedCovKind::kCr ? 1.0 : rows / std::max(rows - 1.0, 1.0);
+    const T* g = gram.data_ptr<T>();
+    T* d = dC.data_ptr<T>();
+    double total = 0.0;
+    switch (static_cast<FusedCovKind>(kind)) {
+      case FusedCovKind::kCr: total = crGroup(g, delta.data(), invn, M, d); break;
+      case FusedCovKind::kLsigma: total = lsigmaGroup(g, delta.data(), invn, u, M, d); break;
+      case FusedCovKind::kCorr: {
+        std::vector<double> invSd(static_cast<std::size_t>(M)), rowSq(static_cast<std::size_t>(M));
+        total = corrGroup(g, delta.data(), invn, u, M, d, invSd.data(), rowSq.data());
+        break;
+      }
+    }
+    // δ·D in T, as the general path's delta.mm(D) (δ rounded to T first).
+    Tensor rowTerm = torch::zeros({1, M}, z.options());
+    T* rt = rowTerm.data_ptr<T>();
+    for (int64_t i = 0; i < M; ++i) {
+      const T di = static_cast<T>(delta[i]);
+      if (di == T(0)) continue;
+      for (int64_t j = 0; j < M; ++j) rt[j] += di * d[i * M + j];
+    }
+    ctx->saved_data["centred"] = centred;
+    ctx->saved_data["dC"] = dC;
+    ctx->saved_data["rowTerm"] = rowTerm;
+    ctx->saved_data["scale"] = scale;
+    return torch::scalar_tensor(total * scale, z.options().dtype(torch::kFloat64));
+  }
+};
+
 class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn> {
   // cw-cr with classes smaller than the width (P < M, balanced): the n_k × n_k kernel form.
   // X_k = Z_k − 1μ_kᵀ in fp64 (exact centring), A_k = X_k X_kᵀ [P, P], d_k = Σ_rows X_k² [M]:
   //   ‖C_k‖_F² = ‖A_k‖_F²/n_k²,  Σ_i C_k,ii² = ‖d_k‖²/n_k²,  Ω_k = (‖A_k‖² − ‖d_k‖²)/(2 n_k²),
   //   dΩ_k/dX_k = 2 (A_k X_k − X_k diag(d_k))/n_k²  (its column sums vanish: 1ᵀX_k = 0, so it is
   //   also the gradient w.r.t. Z_k). Two bmm of K·P²·M instead of K·P·M² multiply-adds.
-  static Tensor kernelForward(AutogradContext* ctx, const Tensor& z, const Tensor& labels, const Tensor& z64,
-                              const Tensor& sums, const Tensor& counts, double scale) {
-    const int64_t K = counts.numel(), M = z.size(1);
-    const Tensor mean = sums / counts.clamp_min(1.0).unsqueeze(1);  // [K, M]
-    const ClassBlocks blocks(z64 - mean.index_select(0, labels), labels, counts, K);
-    const Tensor& x = blocks.padded();                           // [K, P, M] fp64, contiguous
-    const Tensor a = x.bmm(x.transpose(1, 2)).contiguous();      // [K, P, P]
-    const int64_t P = x.size(1);
-    Tensor d = torch::zeros({K, M}, x.options());
-    const double* xp = x.data_ptr<double>();
-    const double* ap = a.data_ptr<double>();
+  // The padded blocks X [K, P, M] (row r of class k in slot k·P + its rank within the class) are
+  // filled and read back by raw loops over the rows; the products are two fp64 bmm. (Through
+  // ATen — argsort, slot arithmetic, index_copy_, the class means' index_select, unpad — the
+  // bookkeeping cost as much as the products: perf, issue 12, cw-cr on the Choi MLP.)
+  template <typename T>
+  static Tensor kernelForward(AutogradContext* ctx, const Tensor& z, const Tensor& labels, const Tensor& sums,
+                              const Tensor& counts, int64_t P, double scale) {
+    const int64_t n = z.size(0), M = z.size(1), K = counts.numel();
+    const T* zp = z.data_ptr<T>();
+    const int64_t* lp = labels.data_ptr<int64_t>();
     const double* nk = counts.data_ptr<double>();
+    const double* sp = sums.data_ptr<double>();
+    const auto f64 = z.options().dtype(torch::kFloat64);
+    std::vector<double> mean(static_cast<std::size_t>(K * M));
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < M; ++i) mean[k * M + i] = sp[k * M + i] / std::max(nk[k], 1.0);
+    Tensor x = torch::zeros({K, P, M}, f64), slots = torch::empty({n}, labels.options());
+    double* xp = x.data_ptr<double>();
+    int64_t* slot = slots.data_ptr<int64_t>();
+    std::vector<int64_t> filled(static_cast<std::size_t>(K), 0);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t k = lp[r], at = k * P + filled[k]++;
+      slot[r] = at;
+      const double* mk = mean.data() + k * M;
+      double* row = xp + at * M;
+      for (int64_t i = 0; i < M; ++i) row[i] = static_cast<double>(zp[r * M + i]) - mk[i];
+    }
+    const Tensor a = at::bmm(x, x.transpose(1, 2));  // [K, P, P], contiguous
+    Tensor d = torch::zeros({K, M}, f64);
+    const double* ap = a.data_ptr<double>();
     double* dp = d.data_ptr<double>();
     double total = 0.0;
     for (int64_t k = 0; k < K; ++k) {
       double* dk = dp + k * M;
-      for (int64_t p = 0; p < P; ++p) {
-        const double* row = xp + (k * P + p) * M;
+      for (int64_t q = 0; q < filled[k]; ++q) {  // padding rows are zero
+        const double* row = xp + (k * P + q) * M;
         for (int64_t i = 0; i < M; ++i) dk[i] += row[i] * row[i];
       }
       double sa = 0.0, sd = 0.0;
       for (int64_t i = 0; i < P * P; ++i) sa += ap[k * P * P + i] * ap[k * P * P + i];
       for (int64_t i = 0; i < M; ++i) sd += dk[i] * dk[i];
-      const double n = std::max(nk[k], 1.0);
-      total += (sa - sd) / (2.0 * n * n);
+      const double nn = std::max(nk[k], 1.0);
+      total += (sa - sd) / (2.0 * nn * nn);
     }
-    blocks.save(ctx, "");
     ctx->saved_data["kernel"] = true;
+    ctx->saved_data["x"] = x;
     ctx->saved_data["a"] = a;
     ctx->saved_data["d"] = d;
+    ctx->saved_data["slots"] = slots;
     ctx->saved_data["counts"] = counts;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["dtype"] = static_cast<int64_t>(z.scalar_type());
-    return torch::scalar_tensor(total * scale, z64.options());
+    return torch::scalar_tensor(total * scale, f64);
+  }
+
+  // dΩ/dz_r = 2g/n_k² · (A_k X_k − X_k diag(d_k))[slot r], written in the rows' dtype.
+  template <typename T>
+  static Tensor kernelGrad(const Tensor& x, const Tensor& ax, const Tensor& d, const Tensor& slots,
+                           const Tensor& counts, double upstream, c10::ScalarType dtype) {
+    const int64_t n = slots.numel(), P = x.size(1), M = x.size(2);
+    Tensor dz = torch::empty({n, M}, x.options().dtype(dtype));
+    const double *xp = x.data_ptr<double>(), *axp = ax.data_ptr<double>(), *dp = d.data_ptr<double>();
+    const double* nk = counts.data_ptr<double>();
+    const int64_t* slot = slots.data_ptr<int64_t>();
+    T* out = dz.data_ptr<T>();
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t at = slot[r], k = at / P;
+      const double nn = std::max(nk[k], 1.0), f = 2.0 * upstream / (nn * nn);
+      const double *xr = xp + at * M, *axr = axp + at * M, *dk = dp + k * M;
+      for (int64_t i = 0; i < M; ++i) out[r * M + i] = static_cast<T>(f * (axr[i] - xr[i] * dk[i]));
+    }
+    return dz;
   }
 
   static variable_list kernelBackward(AutogradContext* ctx, const variable_list& grads) {
-    const ClassBlocks blocks = ClassBlocks::load(ctx, "");
-    const Tensor& x = blocks.padded();
-    const Tensor counts = ctx->saved_data["counts"].toTensor();
+    const Tensor x = ctx->saved_data["x"].toTensor();
     const double upstream = ctx->saved_data["scale"].toDouble() * grads[0].item<double>();
-    const Tensor factor = (2.0 * upstream) / counts.clamp_min(1.0).square();  // [K]
-    // A X − X diag(d), then × 2g/n_k² per class; padding rows are zero and dropped by unpad.
-    const Tensor xd = x * ctx->saved_data["d"].toTensor().unsqueeze(1);  // X diag(d), [K, P, M]
-    const Tensor dx = torch::baddbmm(xd, ctx->saved_data["a"].toTensor(), x, /*beta=*/-1.0, /*alpha=*/1.0)
-                          .mul_(factor.view({-1, 1, 1}));
-    return {blocks.unpad(dx).to(static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt())), Tensor(), Tensor(),
-            Tensor(), Tensor()};
+    const Tensor ax = at::bmm(ctx->saved_data["a"].toTensor(), x);  // [K, P, M]
+    const Tensor d = ctx->saved_data["d"].toTensor(), slots = ctx->saved_data["slots"].toTensor();
+    const Tensor counts = ctx->saved_data["counts"].toTensor();
+    const auto dtype = static_cast<c10::ScalarType>(ctx->saved_data["dtype"].toInt());
+    Tensor dz = dtype == torch::kFloat64 ? kernelGrad<double>(x, ax, d, slots, counts, upstream, dtype)
+                                         : kernelGrad<float>(x, ax, d, slots, counts, upstream, dtype);
+    return {dz, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+
+  // Class counts [K] and fp64 class sums [K, M] of contiguous rows in one pass; labels checked.
+  template <typename T>
+  static void classSums(const Tensor& z, const Tensor& labels, Tensor& counts, Tensor& sums) {
+    const int64_t n = z.size(0), M = z.size(1), K = counts.numel();
+    const T* zp = z.data_ptr<T>();
+    const int64_t* lp = labels.data_ptr<int64_t>();
+    double* cp = counts.data_ptr<double>();
+    double* sp = sums.data_ptr<double>();
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t k = lp[r];
+      TORCH_CHECK(k >= 0 && k < K, "penalties: label ", k, " of row ", r, ", expected [0, ", K, ")");
+      cp[k] += 1.0;
+      double* sk = sp + k * M;
+      for (int64_t i = 0; i < M; ++i) sk[i] += static_cast<double>(zp[r * M + i]);
+    }
   }
 
  public:
   static Tensor forward(AutogradContext* ctx, Tensor z, Tensor labels, int64_t kind, int64_t classes, double scale) {
     const int64_t n = z.size(0), M = z.size(1), K = classes;
     const auto gemmType = z.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-    // K = 1 (cr, lsigma, corr): fp64 column sums without an fp64 copy of the rows.
-    const Tensor z64 = K == 1 ? Tensor() : z.to(torch::kFloat64);
     const auto f64 = z.options().dtype(torch::kFloat64);
     Tensor counts, sums;  // [K] fp64, [K, M] fp64
-    if (K == 1) {
+    if (K == 1) {  // fp64 column sums without an fp64 copy of the rows
       counts = torch::full({1}, static_cast<double>(n), f64);
       sums = z.sum(0, /*keepdim=*/true, torch::kFloat64);
     } else {
       TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "penalties: labels of shape ", labels.sizes(),
                   ", expected [", n, "]");
-      if (n > 0) {
-        const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
-        TORCH_CHECK(lo >= 0 && hi < K, "penalties: labels in [", lo, ", ", hi, "], expected [0, ", K, ")");
+      counts = torch::zeros({K}, f64);
+      sums = torch::zeros({K, M}, f64);
+      if (z.scalar_type() == torch::kFloat64 || z.scalar_type() == torch::kFloat32) {
+        z = z.contiguous();
+        if (z.scalar_type() == torch::kFloat64) classSums<double>(z, labels, counts, sums);
+        else classSums<float>(z, labels, counts, sums);
+      } else {
+        if (n > 0) {
+          const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
+          TORCH_CHECK(lo >= 0 && hi < K, "penalties: labels in [", lo, ", ", hi, "], expected [0, ", K, ")");
+        }
+        counts = torch::bincount(labels, {}, K).to(torch::kFloat64);
+        sums.index_add_(0, labels, z.to(torch::kFloat64));
       }
-      counts = torch::bincount(labels, {}, K).to(torch::kFloat64);
-      sums = torch::zeros({K, M}, z64.options()).index_add_(0, labels, z64);
     }
     const double* nk = counts.data_ptr<double>();
     const auto largest = static_cast<int64_t>(n > 0 ? *std::max_element(nk, nk + K) : 0.0);
-    if (static_cast<FusedCovKind>(kind) == FusedCovKind::kCr && K > 1 && largest < M && K * largest <= 2 * n + K)
-      return kernelForward(ctx, z, labels, z64, sums, counts, scale);
+    if (static_cast<FusedCovKind>(kind) == FusedCovKind::kCr && K > 1 && largest < M && K * largest <= 2 * n + K &&
+        (z.scalar_type() == torch::kFloat64 || z.scalar_type() == torch::kFloat32))
+      return z.scalar_type() == torch::kFloat64 ? kernelForward<double>(ctx, z, labels, sums, counts, largest, scale)
+                                                : kernelForward<float>(ctx, z, labels, sums, counts, largest, scale);
     ctx->saved_data["kernel"] = false;
     // s_k: the class mean rounded to the GEMM dtype; δ_k = μ_k − s_k exactly in fp64 (0 for an
     // absent class), so C_k = G̃_k/n_k − δ_k δ_kᵀ keeps fp64 accuracy of the centring.
@@ -259,7 +410,10 @@ Tensor centredCovariancePenalty(FusedCovKind kind, const Tensor& z, const Tensor
   TORCH_CHECK(z.dim() == 2 && z.is_cpu(), "penalties: centred covariance needs CPU rows [n, M], got ", z.sizes());
   TORCH_CHECK(kind == FusedCovKind::kCr || classes == 1, "penalties: lsigma/corr over ", classes,
               " groups, expected 1");
-  const Tensor l = classes > 1 ? labels.to(torch::kLong) : torch::empty({0}, z.options().dtype(torch::kLong));
+  if (classes == 1 && (z.scalar_type() == torch::kFloat32 || z.scalar_type() == torch::kFloat64))
+    return SingleGroupFn::apply(z, static_cast<int64_t>(kind), scale);
+  const Tensor l =
+      classes > 1 ? labels.to(torch::kLong).contiguous() : torch::empty({0}, z.options().dtype(torch::kLong));
   return CentredCovarianceFn::apply(z, l, static_cast<int64_t>(kind), classes, scale);
 }
 

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace repshape::reg::detail {
@@ -119,36 +121,183 @@ class RowsVarianceFn : public torch::autograd::Function<RowsVarianceFn> {
 
 // xcov: X = (P − p̄)ᵀ(Z − z̄)/n [C, M], Ω = scale · ½‖X‖_F², n = max(N, 1).
 // Backward: dZ = (P − p̄)·X·s/n, dP = (Z − z̄)·Xᵀ·s/n, s = scale·g (the means' own terms vanish:
-// centred columns sum to zero).
+// centred columns sum to zero). Raw fp64 loops over the rows as they are (fp32 or fp64), the
+// gradients written in the rows' dtype: the ATen version (fp64 copies of Z and P, two means, two
+// subtractions, three dgemm, two casts back) spent ~40 µs per step of the Choi MLP in its casts
+// alone (perf), against ~3·N·C·M = 0.3 M multiply-adds of arithmetic.
+// Column means of rows [N, W] in fp64 into mean [W].
+template <typename T>
+void columnMeans(const T* rows, int64_t N, int64_t W, double* mean) {
+  std::fill(mean, mean + W, 0.0);
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t i = 0; i < W; ++i) mean[i] += static_cast<double>(rows[r * W + i]);
+  const double inv = 1.0 / std::max(static_cast<double>(N), 1.0);
+  for (int64_t i = 0; i < W; ++i) mean[i] *= inv;
+}
+
+// X [C, M] = Σ_r (p_r − p̄) ⊗ (z_r − z̄), fp64; zc [M] scratch.
+template <typename T, typename P>
+__attribute__((always_inline)) inline void crossLoop(const T* __restrict z, const P* __restrict p,
+                                                     const double* __restrict zMean, const double* __restrict pMean,
+                                                     int64_t N, int64_t M, int64_t C, double* __restrict zc,
+                                                     double* __restrict x) {
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t i = 0; i < M; ++i) zc[i] = static_cast<double>(z[r * M + i]) - zMean[i];
+    for (int64_t a = 0; a < C; ++a) {
+      const double pa = static_cast<double>(p[r * C + a]) - pMean[a];
+      double* __restrict xa = x + a * M;
+      for (int64_t i = 0; i < M; ++i) xa[i] += pa * zc[i];
+    }
+  }
+}
+
+// dz_r = f·Σ_a (p_ra − p̄_a) X_a,  dp_ra = f·(z_r − z̄)·X_a, in the rows' dtypes; zc, acc [M]
+// scratch. GCC keeps a floating-point dot product scalar (it may not reassociate the sum), so
+// the dot runs on four explicit partial sums (GCC vector extension: SSE2 pairs in the baseline
+// build, one AVX register in the AVX2 one; the same summation order in both).
+typedef double Double4 __attribute__((vector_size(32)));
+template <typename T, typename P>
+__attribute__((always_inline)) inline void crossGradLoop(const T* __restrict z, const P* __restrict p,
+                                                         const double* __restrict zMean,
+                                                         const double* __restrict pMean, const double* __restrict x,
+                                                         int64_t N, int64_t M, int64_t C, double f,
+                                                         double* __restrict zc, double* __restrict acc,
+                                                         T* __restrict dz, P* __restrict dp) {
+  const int64_t M4 = M - M % 4;
+  for (int64_t r = 0; r < N; ++r) {
+    for (int64_t i = 0; i < M; ++i) {
+      zc[i] = static_cast<double>(z[r * M + i]) - zMean[i];
+      acc[i] = 0.0;
+    }
+    for (int64_t a = 0; a < C; ++a) {
+      const double pa = static_cast<double>(p[r * C + a]) - pMean[a];
+      const double* __restrict xa = x + a * M;
+      Double4 partial = {0.0, 0.0, 0.0, 0.0};
+      for (int64_t i = 0; i < M4; i += 4) {
+        Double4 xv, zv, av;
+        std::memcpy(&xv, xa + i, sizeof xv);
+        std::memcpy(&zv, zc + i, sizeof zv);
+        std::memcpy(&av, acc + i, sizeof av);
+        av += pa * xv;
+        partial += zv * xv;
+        std::memcpy(acc + i, &av, sizeof av);
+      }
+      double dot = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+      for (int64_t i = M4; i < M; ++i) {
+        acc[i] += pa * xa[i];
+        dot += zc[i] * xa[i];
+      }
+      dp[r * C + a] = static_cast<P>(f * dot);
+    }
+    for (int64_t i = 0; i < M; ++i) dz[r * M + i] = static_cast<T>(f * acc[i]);
+  }
+}
+
+template <typename T, typename P>
+__attribute__((optimize("O3"))) void crossBaseline(const T* z, const P* p, const double* zMean, const double* pMean,
+                                                   int64_t N, int64_t M, int64_t C, double* zc, double* x) {
+  crossLoop(z, p, zMean, pMean, N, M, C, zc, x);
+}
+template <typename T, typename P>
+__attribute__((optimize("O3"))) void crossGradBaseline(const T* z, const P* p, const double* zMean,
+                                                       const double* pMean, const double* x, int64_t N, int64_t M,
+                                                       int64_t C, double f, double* zc, double* acc, T* dz, P* dp) {
+  crossGradLoop(z, p, zMean, pMean, x, N, M, C, f, zc, acc, dz, dp);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+template <typename T, typename P>
+__attribute__((optimize("O3"), target("avx2,fma"))) void crossAvx2(const T* z, const P* p, const double* zMean,
+                                                                  const double* pMean, int64_t N, int64_t M,
+                                                                  int64_t C, double* zc, double* x) {
+  crossLoop(z, p, zMean, pMean, N, M, C, zc, x);
+}
+template <typename T, typename P>
+__attribute__((optimize("O3"), target("avx2,fma"))) void crossGradAvx2(const T* z, const P* p, const double* zMean,
+                                                                      const double* pMean, const double* x,
+                                                                      int64_t N, int64_t M, int64_t C, double f,
+                                                                      double* zc, double* acc, T* dz, P* dp) {
+  crossGradLoop(z, p, zMean, pMean, x, N, M, C, f, zc, acc, dz, dp);
+}
+bool hasAvx2Fma() {  // the AVX2+FMA loops, chosen once by CPU feature (as WeightNorms.cpp)
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
 class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarianceFn> {
  public:
   static Tensor forward(AutogradContext* ctx, Tensor z, Tensor probs, double scale) {
     const int64_t N = z.size(0);
     TORCH_CHECK(probs.dim() == 2 && probs.size(0) == N, "penalties: probabilities of shape ", probs.sizes(),
                 ", expected [", N, ", C]");
+    const Tensor zc = z.contiguous(), pc = probs.contiguous();
+    const int64_t M = zc.size(1), C = pc.size(1);
     const double n = std::max(static_cast<double>(N), 1.0);
-    Tensor zc = z.to(torch::kFloat64), pc = probs.to(torch::kFloat64);
-    zc = N > 0 ? zc - zc.mean(0) : zc;
-    pc = N > 0 ? pc - pc.mean(0) : pc;
-    const Tensor x = pc.t().mm(zc).div_(n);  // [C, M]
-    const double value = 0.5 * x.square().sum().item<double>();
-    ctx->saved_data["zc"] = zc;
-    ctx->saved_data["pc"] = pc;
+    const auto f64 = zc.options().dtype(torch::kFloat64);
+    Tensor means = torch::empty({M + C}, f64), x = torch::zeros({C, M}, f64);  // [z̄, p̄], X
+    double* zMean = means.data_ptr<double>();
+    double* pMean = zMean + M;
+    std::vector<double> scratch(static_cast<std::size_t>(M));
+    dispatch(zc, pc, [&](auto* zp, auto* pp) {
+      columnMeans(zp, N, M, zMean);
+      columnMeans(pp, N, C, pMean);
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (hasAvx2Fma()) return crossAvx2(zp, pp, zMean, pMean, N, M, C, scratch.data(), x.data_ptr<double>());
+#endif
+      crossBaseline(zp, pp, zMean, pMean, N, M, C, scratch.data(), x.data_ptr<double>());
+    });
+    double* xp = x.data_ptr<double>();
+    double squares = 0.0;
+    for (int64_t i = 0; i < C * M; ++i) {
+      xp[i] /= n;
+      squares += xp[i] * xp[i];
+    }
+    ctx->save_for_backward({zc, pc});
+    ctx->saved_data["means"] = means;
     ctx->saved_data["x"] = x;
     ctx->saved_data["n"] = n;
     ctx->saved_data["scale"] = scale;
-    ctx->saved_data["zType"] = static_cast<int64_t>(z.scalar_type());
-    ctx->saved_data["pType"] = static_cast<int64_t>(probs.scalar_type());
-    return torch::scalar_tensor(value * scale, zc.options());
+    return torch::scalar_tensor(0.5 * squares * scale, f64);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const double s = ctx->saved_data["scale"].toDouble() * grads[0].item<double>() / ctx->saved_data["n"].toDouble();
-    const Tensor gx = ctx->saved_data["x"].toTensor() * s;  // [C, M]
-    const Tensor dz = ctx->saved_data["pc"].toTensor().mm(gx);
-    const Tensor dp = ctx->saved_data["zc"].toTensor().mm(gx.t());
-    return {dz.to(static_cast<c10::ScalarType>(ctx->saved_data["zType"].toInt())),
-            dp.to(static_cast<c10::ScalarType>(ctx->saved_data["pType"].toInt())), Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &zc = saved[0], &pc = saved[1];
+    const int64_t N = zc.size(0), M = zc.size(1), C = pc.size(1);
+    const double f = ctx->saved_data["scale"].toDouble() * grads[0].item<double>() / ctx->saved_data["n"].toDouble();
+    const Tensor means = ctx->saved_data["means"].toTensor(), x = ctx->saved_data["x"].toTensor();
+    const double* zMean = means.data_ptr<double>();
+    const double* pMean = zMean + M;
+    Tensor dz = torch::empty_like(zc), dp = torch::empty_like(pc);
+    std::vector<double> scratch(static_cast<std::size_t>(2 * M));
+    dispatch(zc, pc, [&](auto* zp, auto* pp) {
+      using T = std::remove_const_t<std::remove_pointer_t<decltype(zp)>>;
+      using P = std::remove_const_t<std::remove_pointer_t<decltype(pp)>>;
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (hasAvx2Fma())
+        return crossGradAvx2(zp, pp, zMean, pMean, x.data_ptr<double>(), N, M, C, f, scratch.data(),
+                             scratch.data() + M, dz.data_ptr<T>(), dp.data_ptr<P>());
+#endif
+      crossGradBaseline(zp, pp, zMean, pMean, x.data_ptr<double>(), N, M, C, f, scratch.data(), scratch.data() + M,
+                        dz.data_ptr<T>(), dp.data_ptr<P>());
+    });
+    return {dz, dp, Tensor()};
+  }
+
+ private:
+  // fn(const T* z, const P* p) for the fp32/fp64 combinations of the rows and the probabilities.
+  template <typename Fn>
+  static void dispatch(const Tensor& z, const Tensor& p, Fn&& fn) {
+    const auto zt = z.scalar_type(), pt = p.scalar_type();
+    TORCH_CHECK((zt == torch::kFloat32 || zt == torch::kFloat64) && (pt == torch::kFloat32 || pt == torch::kFloat64),
+                "penalties: xcov from rows of dtype ", zt, " and probabilities of dtype ", pt);
+    if (zt == torch::kFloat32) {
+      if (pt == torch::kFloat32) fn(z.data_ptr<float>(), p.data_ptr<float>());
+      else fn(z.data_ptr<float>(), p.data_ptr<double>());
+    } else {
+      if (pt == torch::kFloat32) fn(z.data_ptr<double>(), p.data_ptr<float>());
+      else fn(z.data_ptr<double>(), p.data_ptr<double>());
+    }
   }
 };
 
