@@ -113,6 +113,17 @@ TEST(ConvAutoencoder, GradientsMatchFiniteDifferences) {
   expectGradientsMatchFiniteDifferences(network, torch::rand({4, 2, 9, 9}, torch::kDouble), {}, "mse");
 }
 
+// The same MLP twice with equal parameters: layer by layer (REPSHAPE_FUSED_MLP=0) and fused.
+std::pair<Network, Network> layeredAndFused(const Config& config, const ModelPlan& plan) {
+  ::setenv("REPSHAPE_FUSED_MLP", "0", 1);
+  Network layered(config.model, plan);
+  ::unsetenv("REPSHAPE_FUSED_MLP");
+  Network fused(config.model, plan);
+  torch::NoGradGuard noGrad;
+  for (auto& item : fused->named_parameters()) item.value().copy_(layered->named_parameters()[item.key()]);
+  return {layered, fused};
+}
+
 // The fused Linear+ReLU chain (FusedMlp.h) against the layer-by-layer autograd graph of the same
 // network (REPSHAPE_FUSED_MLP=0): logits, captured activations and every parameter gradient of a
 // loss that also reaches two hidden layers (as penalties do) and a weight (as l2w does). fp64 to
@@ -136,14 +147,7 @@ TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
     config.model.hidden = {7, 6, 5};
     config.model.activation = activation;
     const ModelPlan plan = planModel(config, {1, 3, 4}, 3);
-    ::setenv("REPSHAPE_FUSED_MLP", "0", 1);
-    Network layered(config.model, plan);
-    ::unsetenv("REPSHAPE_FUSED_MLP");
-    Network fused(config.model, plan);
-    {
-      torch::NoGradGuard noGrad;
-      for (auto& item : fused->named_parameters()) item.value().copy_(layered->named_parameters()[item.key()]);
-    }
+    auto [layered, fused] = layeredAndFused(config, plan);
     layered->to(c.dtype);
     fused->to(c.dtype);
     layered->setCaptureLayers({"h3", "h2"});
@@ -187,14 +191,7 @@ TEST(FusedMlp, NaNInputsPropagateAsInTheLayerByLayerGraph) {
   Config config = configOf("mlp", {}, "ce");
   config.model.hidden = {6, 5};
   const ModelPlan plan = planModel(config, {4}, 3);
-  ::setenv("REPSHAPE_FUSED_MLP", "0", 1);
-  Network layered(config.model, plan);
-  ::unsetenv("REPSHAPE_FUSED_MLP");
-  Network fused(config.model, plan);
-  {
-    torch::NoGradGuard noGrad;
-    for (auto& item : fused->named_parameters()) item.value().copy_(layered->named_parameters()[item.key()]);
-  }
+  auto [layered, fused] = layeredAndFused(config, plan);
   torch::Tensor x = torch::randn({5, 4});
   x[2][1] = std::numeric_limits<float>::quiet_NaN();
   ForwardContext context;
