@@ -126,7 +126,7 @@ double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, co
 // One group (cr, lsigma, corr) on contiguous CPU fp32/fp64 rows: the centring as raw loops and
 // the backward as one addmm, so a step costs the two M×M×n GEMMs and three passes over the rows
 // instead of ~15 dispatched ATen ops (issue 12, target 1: lsigma/cr/corr ≈ 0.12 ms per step on
-// the Choi MLP, of which the GEMMs are ≈ 35 µs). Same formulas as CentredCovarianceFn with K = 1.
+// the Choi MLP, of which the GEMMs are ≈ 35 µs). Ω and D through allGroups, as CentredCovarianceFn.
 template <typename T>
 __attribute__((always_inline)) inline void columnSumsLoop(const T* __restrict z, int64_t n, int64_t M,
                                                           double* __restrict sums) {
@@ -169,11 +169,13 @@ class SingleGroupFn : public torch::autograd::Function<SingleGroupFn> {
   template <typename T>
   static Tensor run(AutogradContext* ctx, const Tensor& z, int64_t kind, double scale) {
     const int64_t n = z.size(0), M = z.size(1);
-    std::vector<double> sums(static_cast<std::size_t>(M), 0.0), delta(static_cast<std::size_t>(M));
+    std::vector<double> sums(static_cast<std::size_t>(M), 0.0);
     columnSums(z.data_ptr<T>(), n, M, sums.data());
-    const double nn = std::max(static_cast<double>(n), 1.0), invn = 1.0 / nn;
-    Tensor shift = torch::empty({M}, z.options());
+    const auto f64 = z.options().dtype(torch::kFloat64);
+    const double nn = std::max(static_cast<double>(n), 1.0);
+    Tensor shift = torch::empty({M}, z.options()), deltaK = torch::empty({1, M}, f64);
     T* sh = shift.data_ptr<T>();
+    double* delta = deltaK.data_ptr<double>();
     for (int64_t c = 0; c < M; ++c) {
       const double mean = sums[c] / nn;
       sh[c] = static_cast<T>(mean);
@@ -182,21 +184,11 @@ class SingleGroupFn : public torch::autograd::Function<SingleGroupFn> {
     Tensor centred = torch::empty({n, M}, z.options());
     centre(z.data_ptr<T>(), sh, n, M, centred.data_ptr<T>());
     const Tensor gram = at::mm(centred.t(), centred);  // G̃ [M, M], contiguous
-    Tensor dC = torch::empty({M, M}, z.options());
-    const auto rows = static_cast<double>(n);  // u as allGroups: n/(n − 1), 0 for no rows
-    const double u = static_cast<FusedCovKind>(kind) == FusedCovKind::kCr ? 1.0 : rows / std::max(rows - 1.0, 1.0);
-    const T* g = gram.data_ptr<T>();
-    T* d = dC.data_ptr<T>();
-    double total = 0.0;
-    switch (static_cast<FusedCovKind>(kind)) {
-      case FusedCovKind::kCr: total = crGroup(g, delta.data(), invn, M, d); break;
-      case FusedCovKind::kLsigma: total = lsigmaGroup(g, delta.data(), invn, u, M, d); break;
-      case FusedCovKind::kCorr: {
-        std::vector<double> invSd(static_cast<std::size_t>(M)), rowSq(static_cast<std::size_t>(M));
-        total = corrGroup(g, delta.data(), invn, u, M, d, invSd.data(), rowSq.data());
-        break;
-      }
-    }
+    Tensor dC = torch::empty({1, M, M}, z.options());
+    double rows = static_cast<double>(n);
+    const double total = allGroups<T>(static_cast<FusedCovKind>(kind), gram.unsqueeze(0), deltaK,
+                                      torch::from_blob(&rows, {1}, f64), dC);
+    const T* d = dC.data_ptr<T>();
     // δ·D in T, as the general path's delta.mm(D) (δ rounded to T first).
     Tensor rowTerm = torch::zeros({1, M}, z.options());
     T* rt = rowTerm.data_ptr<T>();
@@ -206,10 +198,10 @@ class SingleGroupFn : public torch::autograd::Function<SingleGroupFn> {
       for (int64_t j = 0; j < M; ++j) rt[j] += di * d[i * M + j];
     }
     ctx->saved_data["centred"] = centred;
-    ctx->saved_data["dC"] = dC;
+    ctx->saved_data["dC"] = dC.squeeze(0);
     ctx->saved_data["rowTerm"] = rowTerm;
     ctx->saved_data["scale"] = scale;
-    return torch::scalar_tensor(total * scale, z.options().dtype(torch::kFloat64));
+    return torch::scalar_tensor(total * scale, f64);
   }
 };
 

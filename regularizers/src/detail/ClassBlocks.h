@@ -24,18 +24,15 @@ class ClassBlocks {
   // order.
   torch::Tensor times(const torch::Tensor& mats) const;
 
-  // The padded layout (balanced classes, K > 1): rows [K, P, M] with zero padding, and back from
-  // [K, P, M] to rows [n, M] in input order.
-  bool isPadded() const { return mode_ == kPadded; }
-  const torch::Tensor& padded() const { return blocks_; }
-  torch::Tensor unpad(const torch::Tensor& blockRows) const;
-
   // Keeps the layout in an autograd context under `prefix` (no copy of the rows) and restores it.
   void save(torch::autograd::AutogradContext* ctx, const std::string& prefix) const;
   static ClassBlocks load(torch::autograd::AutogradContext* ctx, const std::string& prefix);
 
  private:
   ClassBlocks() = default;
+  // The padded layout (balanced classes, K > 1): [K, P, M] with zero padding back to rows [n, M]
+  // in input order.
+  torch::Tensor unpad(const torch::Tensor& blockRows) const;
   enum Mode : int64_t { kSingle = 0, kPadded = 1, kSorted = 2 };
   int64_t mode_ = kSingle;
   int64_t n_ = 0, classes_ = 1;
