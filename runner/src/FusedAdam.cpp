@@ -1,5 +1,7 @@
 #include "FusedAdam.h"
 
+#include <repshape/regularizers/CpuKernels.h>
+
 #include <cmath>
 #include <algorithm>
 #include <cstring>
@@ -22,10 +24,10 @@ namespace {
 // with the last line computed as p −= (lr·√bc2/bc1) · m / (√v + ε·√bc2): equal in exact arithmetic, one
 // vector division instead of two (the divisions, not memory, bound this loop once it is AVX2).
 // This file is compiled with -fno-math-errno so sqrt vectorises (errno is never read here).
-// The loop is compiled twice, for baseline x86-64 (SSE2) and for AVX2+FMA, and the first call
-// picks one by __builtin_cpu_supports. (GCC's target_clones("arch=haswell") did this before, but
-// its resolver asks __builtin_cpu_is("haswell"), a CPU *model*: every AMD and every later Intel
-// CPU ran the SSE2 clone.) bench_optimizer on Zen 4: 110 µs (SSE2, two divisions) → 43 µs.
+// The loop is compiled twice, for baseline x86-64 (SSE2) and for AVX2+FMA, and cpu::avx2Fma()
+// (CpuKernels.h: __builtin_cpu_supports) picks one. (GCC's target_clones("arch=haswell") did
+// this before, but its resolver asks __builtin_cpu_is("haswell"), a CPU *model*: every AMD and
+// every later Intel CPU ran the SSE2 clone.) bench_optimizer on Zen 4: 110 µs (SSE2, two divisions) → 43 µs.
 __attribute__((always_inline)) inline void adamLoop(float* __restrict p, const float* __restrict g,
                                                      float* __restrict m, float* __restrict v, int64_t n,
                                                      float beta1, float beta2, float eps, float weightDecay,
@@ -64,8 +66,6 @@ __attribute__((optimize("O3"))) uint32_t maxExponentBaseline(const float* __rest
   return maxExponentLoop(x, n);
 }
 
-bool forceBaseline = false;  // detail::useBaselineCpuKernels
-
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((optimize("O3"), target("avx2,fma"))) void adamAvx2(float* __restrict p, const float* __restrict g,
                                                                  float* __restrict m, float* __restrict v,
@@ -76,23 +76,19 @@ __attribute__((optimize("O3"), target("avx2,fma"))) void adamAvx2(float* __restr
 __attribute__((optimize("O3"), target("avx2"))) uint32_t maxExponentAvx2(const float* __restrict x, int64_t n) {
   return maxExponentLoop(x, n);
 }
-bool hasAvx2Fma() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes && !forceBaseline;
-}
 #endif
 
 void adamKernel(float* p, const float* g, float* m, float* v, int64_t n, float beta1, float beta2, float eps,
                 float weightDecay, float stepSize, float sqrtBc2) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (hasAvx2Fma()) return adamAvx2(p, g, m, v, n, beta1, beta2, eps, weightDecay, stepSize, sqrtBc2);
+  if (cpu::avx2Fma()) return adamAvx2(p, g, m, v, n, beta1, beta2, eps, weightDecay, stepSize, sqrtBc2);
 #endif
   adamBaseline(p, g, m, v, n, beta1, beta2, eps, weightDecay, stepSize, sqrtBc2);
 }
 
 uint32_t maxExponent(const float* x, int64_t n) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (hasAvx2Fma()) return maxExponentAvx2(x, n);
+  if (cpu::avx2Fma()) return maxExponentAvx2(x, n);
 #endif
   return maxExponentBaseline(x, n);
 }
@@ -136,17 +132,6 @@ bool fusable(const torch::Tensor& t) {
 }
 
 }  // namespace
-
-namespace detail {
-void useBaselineCpuKernels(bool baseline) { forceBaseline = baseline; }
-bool avx2Kernels() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  return hasAvx2Fma();
-#else
-  return false;
-#endif
-}
-}  // namespace detail
 
 bool gradientNormFinite(const std::vector<torch::Tensor>& tensors) {
   double limit = std::numeric_limits<double>::max();  // of the narrowest dtype present

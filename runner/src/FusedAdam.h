@@ -27,13 +27,4 @@ class FusedAdam : public torch::optim::Adam {
 // _foreach_norm + isfinite took ~50 µs.
 bool gradientNormFinite(const std::vector<torch::Tensor>& tensors);
 
-namespace detail {
-// Tests only: run the baseline x86-64 loops of this file even where the CPU has AVX2+FMA, so both
-// compiled versions are checked on one machine. Not thread-safe; set it between steps.
-void useBaselineCpuKernels(bool baseline);
-// Whether the hand-vectorised CPU loops of the runner (this file, FusedMlp) take their AVX2(+FMA)
-// version: the CPU has both and useBaselineCpuKernels(true) is not in effect.
-bool avx2Kernels();
-}  // namespace detail
-
 }  // namespace repshape

@@ -1,6 +1,6 @@
 #include "FusedMlp.h"
 
-#include "FusedAdam.h"  // detail::avx2Kernels
+#include <repshape/regularizers/CpuKernels.h>
 
 #include <ATen/Parallel.h>
 
@@ -43,7 +43,10 @@ __attribute__((always_inline)) inline void biasReluLoop(T* __restrict y, const T
 // g = up (+ extra) masked by ReLU'(out) (out ≤ 0 → 0, as threshold_backward: a NaN output passes
 // its gradient), then sums[c] += Σ_rows g in fp64. The flags are template parameters and the sum
 // a second loop over the row just written: GCC vectorises neither loop otherwise (perf: the
-// branchy scalar loop took 5 % of the step).
+// branchy scalar loop took 5 % of the step). With extra, the addition is a loop of its own: in
+// one loop with the select GCC sinks the add into the select's branch, may not execute an FP add
+// speculatively (it could trap), and keeps the loop scalar (perf: the one layer with a penalty's
+// gradient took longer than the five without).
 template <typename T, bool Relu, bool Extra>
 __attribute__((always_inline)) inline void maskLoop(const T* __restrict up, const T* __restrict extra,
                                                     const T* __restrict out, T* __restrict g, double* __restrict sums,
@@ -53,9 +56,12 @@ __attribute__((always_inline)) inline void maskLoop(const T* __restrict up, cons
     const T* __restrict e = Extra ? extra + r * m : nullptr;
     const T* __restrict o = out + r * m;
     T* __restrict gr = g + r * m;
-    for (int64_t c = 0; c < m; ++c) {
-      const T v = Extra ? u[c] + e[c] : u[c];
-      gr[c] = Relu && o[c] <= T(0) ? T(0) : v;
+    if constexpr (Extra) {
+      for (int64_t c = 0; c < m; ++c) gr[c] = u[c] + e[c];
+      if constexpr (Relu)
+        for (int64_t c = 0; c < m; ++c) gr[c] = o[c] <= T(0) ? T(0) : gr[c];
+    } else {
+      for (int64_t c = 0; c < m; ++c) gr[c] = Relu && o[c] <= T(0) ? T(0) : u[c];
     }
     for (int64_t c = 0; c < m; ++c) sums[c] += static_cast<double>(gr[c]);
   }
@@ -77,7 +83,7 @@ __attribute__((optimize("O3"), target("avx2"))) void maskAvx2(const T* up, const
 template <typename T, bool Relu, bool Extra>
 void maskKernel(const T* up, const T* extra, const T* out, T* g, double* sums, int64_t rows, int64_t m) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (detail::avx2Kernels()) return maskAvx2<T, Relu, Extra>(up, extra, out, g, sums, rows, m);
+  if (cpu::avx2Fma()) return maskAvx2<T, Relu, Extra>(up, extra, out, g, sums, rows, m);
 #endif
   maskBaseline<T, Relu, Extra>(up, extra, out, g, sums, rows, m);
 }
@@ -101,7 +107,7 @@ void biasRelu(torch::Tensor& y, const torch::Tensor& bias, bool relu) {
   const int64_t n = y.size(0), m = y.size(1);
   T* out = y.data_ptr<T>();
   const T* b = bias.data_ptr<T>();
-  const bool avx2 = detail::avx2Kernels();
+  const bool avx2 = cpu::avx2Fma();
   at::parallel_for(0, n, std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(m, 1)),
                    [&](int64_t begin, int64_t end) {
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -5,9 +5,12 @@
 
 #include "detail/FusedPenalties.h"
 
+#include <repshape/regularizers/CpuKernels.h>
+
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <tuple>
 
 namespace repshape::test {
@@ -18,11 +21,22 @@ namespace detail = reg::detail;
 
 double maxAbs(const Tensor& t) { return t.numel() ? t.abs().max().item<double>() : 0.0; }
 
+// The hand-vectorised loops of these tests run in both compiled versions (CpuKernels.h): AVX2+FMA
+// where the CPU has it, and baseline x86-64.
+class BothCpuKernels : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { cpu::useBaselineKernels(GetParam()); }
+  void TearDown() override { cpu::useBaselineKernels(false); }
+};
+std::string kernelName(const ::testing::TestParamInfo<bool>& info) { return info.param ? "Baseline" : "Native"; }
+
 // The covariance family from rows (one rank / gathered rows: fp32 rows centred by their class
 // mean, one fp32 GEMM) equals the packed fp64 path on the same fp32 data with |mean|/std = 1e3,
 // for balanced (one padded bmm) and unbalanced (a GEMM per class) labels; an uncentred fp32 Gram
-// would be off by ~10 % there. vr / cw-vr from rows (fp64 centring) on the same data.
-TEST(Penalties, RowsPathMatchesPackedFp64ForLargeMeans) {
+// would be off by ~10 % there. vr / cw-vr from rows (fp64 centring) on the same data. Both
+// compiled versions of the fused C/Ω/D loops (allGroups).
+using RowsPath = BothCpuKernels;
+TEST_P(RowsPath, MatchesPackedFp64ForLargeMeans) {
   torch::manual_seed(23);
   const int64_t n = 300, m = 16, K = 3;
   const Tensor z32 = (torch::randn({n, m}) * torch::linspace(0.5, 2.0, m) + torch::linspace(500, 2000, m))
@@ -108,7 +122,8 @@ TEST(Penalties, CwCrKernelFormMatchesPackedFp64) {
 
 // xcov from rows (one rank, fp64 centred product) equals the packed fp64 cross sums, in the value
 // and in both gradients (activations and probabilities), on fp32 rows with |mean|/std = 1e3.
-TEST(Penalties, XcovRowsPathMatchesPackedFp64) {
+using XcovRowsPath = BothCpuKernels;
+TEST_P(XcovRowsPath, MatchesPackedFp64) {
   torch::manual_seed(37);
   const int64_t n = 50, m = 12, c = 4;
   const Tensor z32 = (torch::randn({n, m}) + torch::linspace(500, 2000, m)).to(torch::kFloat32);
@@ -235,7 +250,8 @@ TEST(Penalties, CwRrHolderRowsPathMatchesPackedFp64) {
 // equal the ATen formulas Σ|w|, Σw² in fp64: values to 1e-12, gradients bit for bit (sign(w)·g,
 // 2g·w, with the fp32 factor rounded as ATen rounds it). Weights of 1, 7, 8, 13 and 1003 elements
 // (tails of every length), exact zeros (sign 0), and one fp64 weight.
-TEST(Penalties, WeightNormsMatchAtenOverSeveralWeights) {
+using WeightNorms = BothCpuKernels;
+TEST_P(WeightNorms, MatchAtenOverSeveralWeights) {
   torch::manual_seed(43);
   std::vector<Tensor> ws = {torch::randn({1}), torch::randn({7}), torch::randn({2, 4}), torch::randn({13}),
                             torch::randn({17, 59}), torch::randn({3, 5}, torch::kFloat64)};
@@ -276,6 +292,10 @@ TEST(Penalties, WeightNormsMatchAtenOverSeveralWeights) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Penalties, RowsPath, ::testing::Bool(), kernelName);
+INSTANTIATE_TEST_SUITE_P(Penalties, XcovRowsPath, ::testing::Bool(), kernelName);
+INSTANTIATE_TEST_SUITE_P(Penalties, WeightNorms, ::testing::Bool(), kernelName);
 
 // λ_max by power iteration equals eigvalsh's to 1e-12 relative, and its gradient v vᵀ equals
 // autograd through eigvalsh: a well separated top (the mean direction of an uncentred Gram), a

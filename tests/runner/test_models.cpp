@@ -4,10 +4,11 @@
 // state against a hand-written recurrence, conv_ae gradients against central finite differences
 // (fp64), and located config errors.
 #include "Config.h"
-#include "FusedAdam.h"  // detail::useBaselineCpuKernels
 #include "Model.h"
 #include "Objective.h"
 #include "TestUtil.h"
+
+#include <repshape/regularizers/CpuKernels.h>
 
 #include <gtest/gtest.h>
 
@@ -128,7 +129,7 @@ std::pair<Network, Network> layeredAndFused(const Config& config, const ModelPla
 // network (REPSHAPE_FUSED_MLP=0): logits, captured activations and every parameter gradient of a
 // loss that also reaches two hidden layers (as penalties do) and a weight (as l2w does). fp64 to
 // 1e-12 and fp32 to its rounding, through both compiled versions of the raw element loops
-// (baseline x86-64 and AVX2, detail::useBaselineCpuKernels).
+// (baseline x86-64 and AVX2, cpu::useBaselineKernels).
 TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
   struct Case {
     std::string activation;
@@ -140,7 +141,7 @@ TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
                         {"relu", torch::kFloat, true},   {"linear", torch::kFloat, false}};
   for (const Case& c : cases) {
     const std::string& activation = c.activation;
-    detail::useBaselineCpuKernels(c.baseline);
+    cpu::useBaselineKernels(c.baseline);
     const double rtol = c.dtype == torch::kDouble ? 1e-12 : 1e-5, atol = c.dtype == torch::kDouble ? 1e-12 : 1e-6;
     torch::manual_seed(5);
     Config config = configOf("mlp", {}, "ce");
@@ -180,7 +181,7 @@ TEST(FusedMlp, MatchesTheLayerByLayerGraph) {
           << where << " " << item.key() << ": max |diff| " << (got - expected).abs().max().item<double>();
     }
   }
-  detail::useBaselineCpuKernels(false);
+  cpu::useBaselineKernels(false);
 }
 
 // The raw loops keep ReLU's and threshold_backward's NaN rules: with a NaN in one input row (fp32,

@@ -3,6 +3,8 @@
 // every lane of the vector loop and on norms either side of FLT_MAX.
 #include "FusedAdam.h"
 
+#include <repshape/regularizers/CpuKernels.h>
+
 #if defined(__x86_64__)
 #include <xmmintrin.h>
 #endif
@@ -19,7 +21,7 @@ TEST(FusedAdam, FollowsTorchAdamOverManySteps) {
   // Both compiled loops: AVX2+FMA (where this CPU has it) and baseline x86-64.
   for (const bool baseline : {false, true})
   for (const double weightDecay : {0.0, 0.01}) {
-    detail::useBaselineCpuKernels(baseline);
+    cpu::useBaselineKernels(baseline);
     torch::manual_seed(7);
     // Odd sizes: the vector loop's tail; a 2-D tensor as Linear weights.
     std::vector<torch::Tensor> mine = {torch::randn({37, 13}), torch::randn({101}), torch::randn({1})};
@@ -49,7 +51,7 @@ TEST(FusedAdam, FollowsTorchAdamOverManySteps) {
       EXPECT_GT((mine[i] - initial[i]).abs().max().item<double>(), 5e-3) << i;
     }
   }
-  detail::useBaselineCpuKernels(false);
+  cpu::useBaselineKernels(false);
 }
 
 // Gradients whose squares are subnormal (|g| ~ 1e-20, g² ~ 1e-40): the step flushes those moments
@@ -100,7 +102,7 @@ TEST(GradientNormFinite, FindsEveryNonFiniteValueAtEveryPosition) {
                             -std::numeric_limits<float>::infinity()};
   for (const bool baseline : {false, true})
   for (const int64_t n : {1, 7, 8, 9, 33, 1000}) {
-    detail::useBaselineCpuKernels(baseline);  // both compiled loops
+    cpu::useBaselineKernels(baseline);  // both compiled loops
     const torch::Tensor base = torch::randn({n}) * 1e3;
     EXPECT_TRUE(gradientNormFinite({base, torch::Tensor()})) << n;
     for (int64_t at = 0; at < n; at += std::max<int64_t>(1, n / 9)) {
@@ -112,7 +114,7 @@ TEST(GradientNormFinite, FindsEveryNonFiniteValueAtEveryPosition) {
       }
     }
   }
-  detail::useBaselineCpuKernels(false);
+  cpu::useBaselineKernels(false);
   // Other dtypes and non-contiguous views take torch::isfinite.
   torch::Tensor d = torch::zeros({4, 4}, torch::kDouble);
   EXPECT_TRUE(gradientNormFinite({d}));

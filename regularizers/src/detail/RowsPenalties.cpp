@@ -6,6 +6,8 @@
 // instead of the fp64 cross sums' centring corrections, packing and split.
 #include "detail/FusedPenalties.h"
 
+#include <repshape/regularizers/CpuKernels.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -218,10 +220,6 @@ __attribute__((optimize("O3"), target("avx2,fma"))) void crossGradAvx2(const T* 
                                                                       double* zc, double* acc, T* dz, P* dp) {
   crossGradLoop(z, p, zMean, pMean, x, N, M, C, f, zc, acc, dz, dp);
 }
-bool hasAvx2Fma() {  // the AVX2+FMA loops, chosen once by CPU feature (as WeightNorms.cpp)
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
 #endif
 
 class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarianceFn> {
@@ -242,7 +240,7 @@ class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarian
       columnMeans(zp, N, M, zMean);
       columnMeans(pp, N, C, pMean);
 #if defined(__x86_64__) && defined(__GNUC__)
-      if (hasAvx2Fma()) return crossAvx2(zp, pp, zMean, pMean, N, M, C, scratch.data(), x.data_ptr<double>());
+      if (cpu::avx2Fma()) return crossAvx2(zp, pp, zMean, pMean, N, M, C, scratch.data(), x.data_ptr<double>());
 #endif
       crossBaseline(zp, pp, zMean, pMean, N, M, C, scratch.data(), x.data_ptr<double>());
     });
@@ -274,7 +272,7 @@ class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarian
       using T = std::remove_const_t<std::remove_pointer_t<decltype(zp)>>;
       using P = std::remove_const_t<std::remove_pointer_t<decltype(pp)>>;
 #if defined(__x86_64__) && defined(__GNUC__)
-      if (hasAvx2Fma())
+      if (cpu::avx2Fma())
         return crossGradAvx2(zp, pp, zMean, pMean, x.data_ptr<double>(), N, M, C, f, scratch.data(),
                              scratch.data() + M, dz.data_ptr<T>(), dp.data_ptr<P>());
 #endif

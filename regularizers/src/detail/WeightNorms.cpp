@@ -1,11 +1,13 @@
 // fusedWeightNorms (FusedPenalties.h): l1w / l2w over several weight tensors as one autograd node.
 //
 // The build targets baseline x86-64 (-O2), where GCC does not vectorise a reduction. The passes
-// over the weights are written by hand: AVX2 where the CPU has it (checked once at run time),
+// over the weights are written by hand: AVX2 where the CPU has it (cpu::avx2Fma, CpuKernels.h),
 // SSE2 (part of x86-64) otherwise, scalar for the tail and other targets. Forward: fp64
 // accumulation of |w| or w² (two accumulators); backward: sign(w)·g or 2g·w in w's dtype, with
 // the fp32 factor rounded once as ATen's `w.sign().mul_(g)` / `w.mul(2g)` would (same bits).
 #include "detail/FusedPenalties.h"
+
+#include <repshape/regularizers/CpuKernels.h>
 
 #include <cmath>
 #include <type_traits>
@@ -25,11 +27,6 @@ using torch::autograd::variable_list;
 namespace {
 
 #if REPSHAPE_X86
-bool hasAvx2() {
-  static const bool yes = __builtin_cpu_supports("avx2");
-  return yes;
-}
-
 // Σ|p| or Σp² over p[0, n − n % 8) in fp64; *done = the elements covered.
 template <bool L1>
 __attribute__((target("avx2"))) double normAvx2(const float* p, int64_t n, int64_t* done) {
@@ -103,7 +100,7 @@ double normOfFloat(const float* p, int64_t n) {
   int64_t i = 0;
   double total = 0.0;
 #if REPSHAPE_X86
-  total = hasAvx2() ? normAvx2<L1>(p, n, &i) : normSse2<L1>(p, n, &i);
+  total = cpu::avx2Fma() ? normAvx2<L1>(p, n, &i) : normSse2<L1>(p, n, &i);
 #endif
   for (; i < n; ++i) {
     const double v = static_cast<double>(p[i]);
@@ -129,7 +126,7 @@ void gradOf(const T* p, int64_t n, T f, T* out) {
   int64_t i = 0;
 #if REPSHAPE_X86
   if constexpr (std::is_same_v<T, float>)
-    if (hasAvx2()) i = gradAvx2<L1>(p, n, f, out);
+    if (cpu::avx2Fma()) i = gradAvx2<L1>(p, n, f, out);
 #endif
   for (; i < n; ++i) out[i] = L1 ? static_cast<T>((p[i] > T(0)) - (p[i] < T(0))) * f : p[i] * f;
 }
