@@ -27,7 +27,8 @@ namespace {
 // The loop is compiled twice, for baseline x86-64 (SSE2) and for AVX2+FMA, and cpu::avx2Fma()
 // (CpuKernels.h: __builtin_cpu_supports) picks one. (GCC's target_clones("arch=haswell") did
 // this before, but its resolver asks __builtin_cpu_is("haswell"), a CPU *model*: every AMD and
-// every later Intel CPU ran the SSE2 clone.) bench_optimizer on Zen 4: 110 µs (SSE2, two divisions) → 43 µs.
+// every later Intel CPU ran the SSE2 clone.) bench_optimizer on Zen 4: 110 µs (SSE2, two
+// divisions) → 43 µs.
 __attribute__((always_inline)) inline void adamLoop(float* __restrict p, const float* __restrict g,
                                                      float* __restrict m, float* __restrict v, int64_t n,
                                                      float beta1, float beta2, float eps, float weightDecay,

@@ -158,17 +158,19 @@ __attribute__((optimize("O3"), target("avx2,fma"))) double allGroupsAvx2(FusedCo
 }
 #endif
 
+// Σ_k Ω_k over K contiguous [M, M] Grams g (δ_k = dl + k·M, n_k = nk[k]), writing D into d; the
+// AVX2+FMA or the baseline compile of the loops.
 template <typename T>
-double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, const Tensor& counts, Tensor& dC) {
-  const int64_t K = grams.size(0), M = grams.size(1);
-  const T* g = grams.data_ptr<T>();
-  T* d = dC.data_ptr<T>();
-  const double* dl = delta.data_ptr<double>();
-  const double* nk = counts.data_ptr<double>();
+double allGroups(FusedCovKind kind, int64_t K, int64_t M, const T* g, const double* dl, const double* nk, T* d) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (cpu::avx2Fma()) return allGroupsAvx2(kind, K, M, g, dl, nk, d);
 #endif
   return allGroupsBaseline(kind, K, M, g, dl, nk, d);
+}
+template <typename T>
+double allGroups(FusedCovKind kind, const Tensor& grams, const Tensor& delta, const Tensor& counts, Tensor& dC) {
+  return allGroups(kind, grams.size(0), grams.size(1), grams.data_ptr<T>(), delta.data_ptr<double>(),
+                   counts.data_ptr<double>(), dC.data_ptr<T>());
 }
 
 // δ·D [M] in T (δ rounded to T first, as the general path's delta.mm(D)): rt += δ_i·D_i, rows.
@@ -230,11 +232,10 @@ class SingleGroupFn : public torch::autograd::Function<SingleGroupFn> {
     const int64_t n = z.size(0), M = z.size(1);
     std::vector<double> sums(static_cast<std::size_t>(M), 0.0);
     columnSums(z.data_ptr<T>(), n, M, sums.data());
-    const auto f64 = z.options().dtype(torch::kFloat64);
     const double nn = std::max(static_cast<double>(n), 1.0);
-    Tensor shift = torch::empty({M}, z.options()), deltaK = torch::empty({1, M}, f64);
+    std::vector<double> delta(static_cast<std::size_t>(M));
+    Tensor shift = torch::empty({M}, z.options());
     T* sh = shift.data_ptr<T>();
-    double* delta = deltaK.data_ptr<double>();
     for (int64_t c = 0; c < M; ++c) {
       const double mean = sums[c] / nn;
       sh[c] = static_cast<T>(mean);
@@ -243,17 +244,17 @@ class SingleGroupFn : public torch::autograd::Function<SingleGroupFn> {
     Tensor centred = torch::empty({n, M}, z.options());
     centre(z.data_ptr<T>(), sh, n, M, centred.data_ptr<T>());
     const Tensor gram = at::mm(centred.t(), centred);  // G̃ [M, M], contiguous
-    Tensor dC = torch::empty({1, M, M}, z.options());
-    double rows = static_cast<double>(n);
-    const double total = allGroups<T>(static_cast<FusedCovKind>(kind), gram.unsqueeze(0), deltaK,
-                                      torch::from_blob(&rows, {1}, f64), dC);
+    Tensor dC = torch::empty({M, M}, z.options());
+    const double rows = static_cast<double>(n);
+    const double total = allGroups(static_cast<FusedCovKind>(kind), 1, M, gram.data_ptr<T>(), delta.data(), &rows,
+                                   dC.data_ptr<T>());
     Tensor rowTerm = torch::zeros({1, M}, z.options());  // δ·D
-    deltaTimesD(delta, dC.data_ptr<T>(), M, rowTerm.data_ptr<T>());
+    deltaTimesD(delta.data(), dC.data_ptr<T>(), M, rowTerm.data_ptr<T>());
     ctx->saved_data["centred"] = centred;
-    ctx->saved_data["dC"] = dC.squeeze(0);
+    ctx->saved_data["dC"] = dC;
     ctx->saved_data["rowTerm"] = rowTerm;
     ctx->saved_data["scale"] = scale;
-    return torch::scalar_tensor(total * scale, f64);
+    return torch::scalar_tensor(total * scale, z.options().dtype(torch::kFloat64));
   }
 };
 

@@ -1,6 +1,7 @@
 #pragma once
 // One switch for every hand-vectorised CPU element loop of repshape: the fused penalties
-// (regularizers/src/detail: WeightNorms, RowsPenalties) and the runner's FusedAdam and FusedMlp.
+// (regularizers/src/detail: WeightNorms, RowsPenalties, CentredCovariance) and the runner's
+// FusedAdam and FusedMlp.
 //
 // The build targets baseline x86-64, so each such loop is compiled twice: once for the baseline
 // and once with target("avx2,fma") (or "avx2"). The choice is made at run time, from the CPU's
