@@ -85,7 +85,80 @@ class CrossEntropySumFn : public torch::autograd::Function<CrossEntropySumFn> {
   }
 };
 
+// A 0-dim CPU fp32/fp64 tensor's value, converted to T as Tensor::to(T) converts it.
+template <typename T>
+T scalarAs(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kFloat64 ? static_cast<T>(*t.data_ptr<double>())
+                                            : static_cast<T>(*t.data_ptr<float>());
+}
+
+bool cpuScalar(const torch::Tensor& t) {
+  return t.defined() && t.is_cpu() && t.dim() == 0 &&
+         (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat64);
+}
+
+// stepLoss as one node. ATen's `a / rows` for T computes a / T(rows) (its backward g / T(rows)),
+// `v.to(T) * λ` computes T(v) · T(λ) (backward T(g · λ), cast back to v's dtype) and `+` passes g
+// through: the same expressions here.
+class StepLossFn : public torch::autograd::Function<StepLossFn> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& taskSum, at::TensorList values, double rows,
+                               std::vector<double> weights) {
+    std::vector<int64_t> dtypes;
+    for (const torch::Tensor& v : values) dtypes.push_back(static_cast<int64_t>(v.scalar_type()));
+    const double loss = taskSum.scalar_type() == torch::kFloat64 ? sum<double>(taskSum, values, rows, weights)
+                                                                 : sum<float>(taskSum, values, rows, weights);
+    ctx->saved_data["rows"] = rows;
+    ctx->saved_data["weights"] = std::move(weights);
+    ctx->saved_data["dtypes"] = std::move(dtypes);
+    return torch::scalar_tensor(loss, taskSum.options());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const double rows = ctx->saved_data["rows"].toDouble();
+    const std::vector<double> weights = ctx->saved_data["weights"].toDoubleVector();
+    const std::vector<int64_t> dtypes = ctx->saved_data["dtypes"].toIntVector();
+    const torch::Tensor& g = grads[0];
+    // One gradient per forward input: taskSum, each value, rows, weights.
+    variable_list out(weights.size() + 3);
+    if (g.scalar_type() == torch::kFloat64) fill<double>(scalarAs<double>(g), rows, weights, dtypes, g.options(), out);
+    else fill<float>(scalarAs<float>(g), rows, weights, dtypes, g.options(), out);
+    return out;
+  }
+
+ private:
+  template <typename T>
+  static double sum(const torch::Tensor& taskSum, at::TensorList values, double rows, const std::vector<double>& weights) {
+    T loss = scalarAs<T>(taskSum) / static_cast<T>(rows);
+    for (std::size_t i = 0; i < values.size(); ++i)
+      loss = loss + static_cast<T>(scalarAs<T>(values[i]) * static_cast<T>(weights[i]));
+    return static_cast<double>(loss);
+  }
+
+  template <typename T>
+  static void fill(T g, double rows, const std::vector<double>& weights, const std::vector<int64_t>& dtypes,
+                   const torch::TensorOptions& options, variable_list& out) {
+    out[0] = torch::scalar_tensor(static_cast<double>(static_cast<T>(g / static_cast<T>(rows))), options);
+    // LibTorch 1.13's MulBackward1 takes g·λ in fp64 and casts it to T; 2.x takes g·T(λ) in T.
+    // For the trainer's g = 1 both are T(λ), and so is this.
+    for (std::size_t i = 0; i < weights.size(); ++i)
+      out[1 + i] = torch::scalar_tensor(static_cast<double>(static_cast<T>(static_cast<double>(g) * weights[i])),
+                                        options.dtype(static_cast<torch::ScalarType>(dtypes[i])));
+  }
+};
+
 }  // namespace
+
+torch::Tensor stepLoss(const torch::Tensor& taskSum, int64_t rows, const std::vector<torch::Tensor>& values,
+                       const std::vector<double>& weights) {
+  TORCH_CHECK(values.size() == weights.size(), "stepLoss: ", values.size(), " values but ", weights.size(), " weights");
+  bool fused = cpuScalar(taskSum);
+  for (const torch::Tensor& v : values) fused = fused && cpuScalar(v);
+  if (fused) return StepLossFn::apply(taskSum, at::TensorList(values), static_cast<double>(rows), weights);
+  torch::Tensor loss = taskSum / static_cast<double>(rows);
+  for (std::size_t i = 0; i < values.size(); ++i) loss = loss + values[i].to(loss.dtype()) * weights[i];
+  return loss;
+}
 
 torch::Tensor crossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels) {
   const bool fused = logits.is_cpu() && logits.dim() == 2 && logits.size(1) > 0 &&

@@ -33,6 +33,15 @@ torch::Tensor taskLossSum(const std::string& objective, const torch::Tensor& out
 // logits one fused autograd node (values and gradients equal to it to rounding).
 torch::Tensor crossEntropySum(const torch::Tensor& logits, const torch::Tensor& labels);
 
+// The step's loss from this rank's task-loss sum: taskSum / rows + Σ_i weights[i] · values[i], with
+// ATen's arithmetic for `taskSum / rows` followed by `+ values[i].to(T) * weights[i]` term by term
+// (T = taskSum's dtype: the quotient, each product and each sum rounded to T), values and gradients
+// bit for bit (for an upstream gradient g ≠ 1, the terms' gradients to LibTorch 1.13's rounding of
+// g·λ; the trainer's g is 1). On the CPU (0-dim fp32/fp64 tensors) one autograd node: those ATen ops are 2 + 3 per
+// term nodes of a few µs each, forward and backward, on every step. Elsewhere ATen's ops.
+torch::Tensor stepLoss(const torch::Tensor& taskSum, int64_t rows, const std::vector<torch::Tensor>& values,
+                       const std::vector<double>& weights);
+
 // Σ over rows of the per-sample error: misclassified rows (cross_entropy, binary) or the per-sample
 // mean squared error (mse). No gradient.
 torch::Tensor errorSum(const std::string& objective, const torch::Tensor& output, const torch::Tensor& inputs,

@@ -6,12 +6,17 @@
 #include "Objective.h"
 #include "OutputFiles.h"
 #include "StopSignals.h"
+#include "data/ByteImages.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
 #include <csignal>
 #include <cmath>
+#include <cstdlib>
+#include <optional>
+#include <stdexcept>
+#include <string>
 
 namespace repshape {
 
@@ -32,6 +37,23 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimConfig& c, std
         params, torch::optim::RMSpropOptions(c.lr).alpha(c.alpha).eps(c.eps).momentum(c.momentum).weight_decay(c.weightDecay));
   return std::make_unique<FusedAdam>(
       params, torch::optim::AdamOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(c.weightDecay));
+}
+
+// REPSHAPE_BYTE_INPUTS=0 gathers batches from the float training set even where an exact byte copy
+// exists (ByteImages.h): for A/B benchmarks and the test that both give the same run.
+bool byteInputsAllowed() {
+  const char* text = std::getenv("REPSHAPE_BYTE_INPUTS");
+  if (text == nullptr || std::string(text) == "1") return true;
+  if (std::string(text) == "0") return false;
+  throw std::invalid_argument(std::string("REPSHAPE_BYTE_INPUTS='") + text + "': expected 0 or 1");
+}
+
+// total + λ·Ω in the loss's arithmetic: for an fp32 loss the product of the rounded factors and the
+// sum rounded to float, as the fp32 tensor ops that add the terms to the loss compute them.
+double addWeighted(double total, double value, double weight, bool fp32) {
+  if (!fp32) return total + value * weight;
+  const float term = static_cast<float>(value) * static_cast<float>(weight);
+  return static_cast<double>(static_cast<float>(total) + term);
 }
 
 std::string penaltyKey(const reg::PenaltyValue& v) { return v.name + "@" + v.target; }
@@ -136,6 +158,11 @@ RunReport Trainer::run(const RunOptions& options) {
   const torch::Tensor labels = data_.train.labels.to(device_);
   const int64_t n = data_.train.size();
   TORCH_CHECK(n > 0, "the training set is empty");
+  // On the CPU, images that are bytes / 255 (IDX, CIFAR) are gathered from an exact byte copy:
+  // the same batches, a quarter of the memory traffic.
+  std::optional<data::ByteImages> byteInputs;
+  const bool bytesAllowed = byteInputsAllowed();
+  if (inputs.is_cpu() && bytesAllowed) byteInputs = data::ByteImages::encode(inputs);
   const int64_t batchesPerEpoch = (n + train.batchSize - 1) / train.batchSize;
   RunReport report;
   report.steps = totalSteps();
@@ -197,18 +224,21 @@ RunReport Trainer::run(const RunOptions& options) {
     const int64_t globalRows = std::min(train.batchSize, n - globalBegin);
     const Shard shard = shardOf(globalRows, rank, world);
     const torch::Tensor index = permutation.narrow(0, globalBegin + shard.begin, shard.size());
-    const torch::Tensor x = inputs.index_select(0, index), y = labels.index_select(0, index);
+    const torch::Tensor x = byteInputs ? byteInputs->gather(index) : inputs.index_select(0, index);
+    const torch::Tensor y = labels.index_select(0, index);
 
     const dist::CommCounters before = comm_.counters();
     std::vector<torch::Tensor> captured;
     const torch::Tensor logits = network_->forward(x, context(true, globalRows, shard.begin, step), &captured);
     // Σ over this rank's rows / global rows: summed gradients give the global-batch mean.
     const torch::Tensor taskSum = taskLossSum(config_.train.objective, logits, x, y);  // Objective.h
-    torch::Tensor loss = taskSum / static_cast<double>(globalRows);
     endPhase(kForward);
 
     std::vector<reg::PenaltyValue> values;
-    torch::Tensor penaltyTotal = torch::zeros({}, logits.options());
+    std::vector<torch::Tensor> terms;  // λ·Ω in this rank's loss
+    std::vector<double> termWeights;
+    const bool fp32Loss = taskSum.scalar_type() == torch::kFloat32;
+    double penaltyTotal = 0.0;
     if (!penalties_.empty()) {
       reg::PenaltyBatch penaltyBatch;
       for (std::size_t i = 0; i < penalties_.activationTargets().size(); ++i)
@@ -220,12 +250,15 @@ RunReport Trainer::run(const RunOptions& options) {
       penaltyBatch.splitClassWise = world > 1;  // shares summed in the control all-reduce below
       values = penalties_.compute(penaltyBatch, reducer);
       for (const auto& v : values) {
-        const torch::Tensor weighted = v.value.to(loss.dtype()) * v.weight;
-        if (!v.rankShare) penaltyTotal = penaltyTotal + weighted.detach();
+        if (!v.rankShare) penaltyTotal = addWeighted(penaltyTotal, v.value.item<double>(), v.weight, fp32Loss);
         // Parameter-only terms are identical on every rank: count them once (SPEC §4).
-        if (!v.parameterOnly || rank == 0) loss = loss + weighted;
+        if (!v.parameterOnly || rank == 0) {
+          terms.push_back(v.value);
+          termWeights.push_back(v.weight);
+        }
       }
     }
+    const torch::Tensor loss = stepLoss(taskSum, globalRows, terms, termWeights);  // Objective.h
     const dist::CommCounters afterStats = comm_.counters();
     endPhase(kPenalty);
 
@@ -260,10 +293,10 @@ RunReport Trainer::run(const RunOptions& options) {
     for (auto& v : values)
       if (v.rankShare) {  // the penalty's value: the sum of the ranks' shares
         v.value = torch::tensor(c[shareSlot++], torch::kDouble);
-        penaltyTotal = penaltyTotal + v.value.to(penaltyTotal.dtype()) * v.weight;
+        penaltyTotal = addWeighted(penaltyTotal, c[shareSlot - 1], v.weight, fp32Loss);
       }
     const double taskLoss = c[kTaskLossSum] / static_cast<double>(globalRows);
-    const double penalty = penaltyTotal.item<double>();
+    const double penalty = penaltyTotal;
 
     // Divergence: decided from values identical on every rank (global sums, reduced penalties,
     // summed gradients), checked before the update so the parameters stay the last finite ones.

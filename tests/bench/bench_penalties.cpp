@@ -1,9 +1,11 @@
 // bench_penalties: cost of each penalty (forward + backward) relative to one training step of the
 // Choi MNIST MLP (784 → 6×100 ReLU → 10, batch 100, one thread, penalty on hidden layer 5, K = 10;
-// the step as `repshape train` takes it: FusedMlp, FusedAdam, gradients set to none) or, with --model cnn, the Choi CIFAR-10 CNN (penalty on fc1, width 128), measured side by side (baseline and penalised steps interleaved, medians), and the
+// the step as `repshape train` takes it: FusedMlp, FusedAdam, gradients set to none, its loss node
+// stepLoss over the fused cross-entropy; --aten-loss: ATen's `/ rows` and `+ Ω.to(T) * λ` per term,
+// as the trainer added them before stepLoss) or, with --model cnn, the Choi CIFAR-10 CNN (penalty on fc1, width 128), measured side by side (baseline and penalised steps interleaved, medians), and the
 // penalty alone at N = 500, M = 512, K = 100. Not a test: run by hand (or tests/bench/run-all.sh),
 //   build/tests/bench/bench_penalties [--iters 300] [--batch 100] [--only "cw-cr,rr exact"] [--no-wide]
-//     [--model mlp|cnn] [--warmup STEPS]
+//     [--model mlp|cnn] [--warmup STEPS] [--aten-loss]
 // Under callgrind (load-independent instruction counts: the machine is shared), --callgrind dumps
 // one profile per phase (base-<case>, pen-<case>; the step's Ir is the dump's total / iters):
 //   valgrind --tool=callgrind --collect-atstart=no build/tests/bench/bench_penalties --callgrind
@@ -13,6 +15,7 @@
 #include "BlasThreads.h"
 #include "FusedAdam.h"
 #include "FusedMlp.h"
+#include "Objective.h"
 
 #include <torch/torch.h>
 #include <valgrind/callgrind.h>
@@ -143,7 +146,7 @@ int main(int argc, char** argv) {
   int iters = 300;
   int64_t batchSize = 100;
   std::string only;
-  bool wideCase = true, callgrind = false;
+  bool wideCase = true, callgrind = false, atenLoss = false;
   std::string model = "mlp";
   int warmup = -1;  // default: 30 steps for the MLP, 3 for the CNN
   for (int i = 1; i < argc; ++i) {
@@ -153,6 +156,7 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--only") == 0 && hasValue) only = "," + std::string(argv[++i]) + ",";
     else if (std::strcmp(argv[i], "--no-wide") == 0) wideCase = false;
     else if (std::strcmp(argv[i], "--callgrind") == 0) callgrind = true;
+    else if (std::strcmp(argv[i], "--aten-loss") == 0) atenLoss = true;
     else if (std::strcmp(argv[i], "--model") == 0 && hasValue) model = argv[++i];
     else if (std::strcmp(argv[i], "--warmup") == 0 && hasValue) warmup = std::atoi(argv[++i]);
     else {
@@ -184,15 +188,23 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     Tensor hidden;
     const Tensor logits = net->forward(x, &hidden);
-    Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+    const Tensor taskSum = repshape::crossEntropySum(logits, y);
+    Tensor loss = atenLoss ? taskSum / static_cast<double>(batchSize) : Tensor();
+    std::vector<Tensor> values;
+    std::vector<double> lambdas;
     if (set) {
       reg::PenaltyBatch batch;
       batch.activations = {{act, hidden}};
       batch.labels = y;
       if (set->needsProbabilities()) batch.probabilities = torch::softmax(logits, 1);
       batch.weights = weights;
-      for (const auto& v : set->compute(batch, reducer)) loss = loss + v.weight * 1e-3 * v.value;
+      for (const auto& v : set->compute(batch, reducer)) {
+        if (atenLoss) loss = loss + v.value.to(loss.dtype()) * (v.weight * 1e-3);
+        values.push_back(v.value);
+        lambdas.push_back(v.weight * 1e-3);
+      }
     }
+    if (!atenLoss) loss = repshape::stepLoss(taskSum, batchSize, values, lambdas);  // as the trainer
     for (auto& p : net->parameters) p.mutable_grad().reset();  // as the trainer: gradients to none
     loss.backward();
     adam.step();

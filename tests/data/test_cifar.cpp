@@ -2,6 +2,7 @@
 
 #include "ExpectError.h"
 #include "TestFiles.h"
+#include "data/ByteImages.h"
 #include "data/Sources.h"
 
 #include <gtest/gtest.h>
@@ -52,6 +53,8 @@ TEST(Cifar10, LoadsBatchesInOrder) {
   test::writeGzip(sub + "/test_batch.bin", cifarRecords({{6}, {0}}, 20, testPixels));  // gzip works too
 
   const auto data = loadCifar10(dir.path());
+  // Bytes / 255, so the trainer gathers CIFAR batches from the exact byte copy (ByteImages.h).
+  EXPECT_TRUE(ByteImages::encode(data.train.inputs).has_value());
   EXPECT_EQ(data.numClasses, 10);
   EXPECT_EQ(data.sampleShape, (std::vector<int64_t>{3, 32, 32}));
   ASSERT_EQ(data.train.size(), 9);

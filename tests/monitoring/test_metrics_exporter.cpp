@@ -70,6 +70,14 @@ double valueOf(const std::string& page, const std::string& name, const Labels& l
   return found;
 }
 
+SplitResult split(double error, double loss, int64_t samples) {
+  SplitResult s;
+  s.error = error;
+  s.loss = loss;
+  s.samples = samples;
+  return s;
+}
+
 StepRecord stepRecord(int64_t step) {
   StepRecord r;
   r.step = step;
@@ -118,8 +126,8 @@ TEST_F(MetricsExporterTest, ServesTheRecordsItWasFed) {
     exporter.onStep(stepRecord(20));
     EvalRecord eval;
     eval.step = 20;
-    eval.validation = SplitResult{12.5, 0.4, 500};
-    eval.test = SplitResult{10.0, 0.35, 1000};
+    eval.validation = split(12.5, 0.4, 500);
+    eval.test = split(10.0, 0.35, 1000);
     eval.layers = {{"h2", {{"mapc", 0.3}, {"tdv@4", 0.9}, {"ud@0.9", 7.0}, {"stable_rank", 2.5}}}};
     exporter.onEvaluation(eval);
     exporter.onCheckpoint(20);

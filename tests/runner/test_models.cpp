@@ -252,6 +252,68 @@ TEST(CrossEntropySum, MatchesAtenValuesAndGradients) {
   EXPECT_THROW(crossEntropySum(torch::zeros({2, 4}), torch::tensor({-1, 0}, torch::kLong)), c10::Error);
 }
 
+// stepLoss (the trainer's loss: task sum / rows + Σ λ·Ω) against the ATen ops it replaces on the
+// CPU, `taskSum / rows` then `+ Ω.to(T) * λ` per term: value and every gradient bit for bit (the
+// node computes the same rounded expressions), fp32 and fp64 task sums, fp64 and fp32 values, no
+// term, an upstream gradient other than 1 (the terms' gradients then to one rounding of fp32); a
+// value without a gradient; non-scalars take ATen's path.
+TEST(StepLoss, EqualsAtenOpsBitForBit) {
+  torch::manual_seed(7);
+  const auto bits = [](const torch::Tensor& t) {
+    return t.scalar_type() == torch::kFloat64 ? t.view(torch::kInt64).item<int64_t>()
+                                              : static_cast<int64_t>(t.view(torch::kInt32).item<int32_t>());
+  };
+  for (const auto taskType : {torch::kFloat32, torch::kFloat64})
+    for (const int64_t terms : {0, 1, 3})
+      for (const double upstream : {1.0, 0.37}) {
+        const int64_t rows = 37 + terms;
+        const torch::Tensor taskBase = (torch::rand({}, torch::kFloat64) * 300).to(taskType);
+        std::vector<torch::Tensor> base;
+        std::vector<double> weights;
+        for (int64_t i = 0; i < terms; ++i) {
+          base.push_back((torch::rand({}, torch::kFloat64) * 1e3).to(i == 1 ? torch::kFloat32 : torch::kFloat64));
+          weights.push_back(torch::rand({}, torch::kFloat64).item<double>() * 0.1);
+        }
+        const auto leaves = [&](std::vector<torch::Tensor>& values) {
+          for (const auto& b : base) values.push_back(b.clone().requires_grad_(true));
+          return taskBase.clone().requires_grad_(true);
+        };
+        std::vector<torch::Tensor> mineValues, theirValues;
+        const torch::Tensor mineTask = leaves(mineValues), theirTask = leaves(theirValues);
+        const torch::Tensor mine = stepLoss(mineTask, rows, mineValues, weights);
+        torch::Tensor theirs = theirTask / static_cast<double>(rows);
+        for (int64_t i = 0; i < terms; ++i) theirs = theirs + theirValues[i].to(theirs.dtype()) * weights[i];
+        const std::string where = std::string(c10::toString(taskType)) + " terms " + std::to_string(terms) +
+                                  " upstream " + std::to_string(upstream);
+        ASSERT_NE(mine.grad_fn(), nullptr) << where;
+        EXPECT_NE(mine.grad_fn()->name().find("StepLossFn"), std::string::npos) << mine.grad_fn()->name();
+        EXPECT_EQ(mine.scalar_type(), taskType) << where;
+        EXPECT_EQ(bits(mine), bits(theirs)) << where << ": " << mine.item<double>() << " vs " << theirs.item<double>();
+        (mine * upstream).backward();
+        (theirs * upstream).backward();
+        EXPECT_EQ(bits(mineTask.grad()), bits(theirTask.grad())) << where;
+        for (int64_t i = 0; i < terms; ++i) {
+          EXPECT_EQ(mineValues[i].grad().scalar_type(), base[i].scalar_type()) << where;
+          // g·λ with g ≠ 1 rounds differently across LibTorch versions (fp64 in 1.13, T in 2.x).
+          if (upstream == 1.0 || taskType == torch::kFloat64)
+            EXPECT_EQ(bits(mineValues[i].grad()), bits(theirValues[i].grad())) << where << " term " << i;
+          else
+            EXPECT_NEAR(mineValues[i].grad().item<double>(), theirValues[i].grad().item<double>(),
+                        2e-7 * std::abs(theirValues[i].grad().item<double>())) << where << " term " << i;
+        }
+      }
+  // A value that needs no gradient (a constant term) and a non-scalar (ATen's ops).
+  const torch::Tensor task = torch::tensor(12.5f).requires_grad_(true);
+  const torch::Tensor loss = stepLoss(task, 10, {torch::tensor(3.0, torch::kFloat64)}, {0.5});
+  loss.backward();
+  EXPECT_FLOAT_EQ(loss.item<float>(), 1.25f + 1.5f);
+  EXPECT_FLOAT_EQ(task.grad().item<float>(), 0.1f);
+  const torch::Tensor vector = torch::ones({2}).requires_grad_(true);
+  const torch::Tensor viaAten = stepLoss(vector, 4, {}, {});
+  EXPECT_EQ(viaAten.grad_fn()->name().find("StepLossFn"), std::string::npos) << viaAten.grad_fn()->name();
+  EXPECT_THROW(stepLoss(task, 10, {torch::tensor(1.0)}, {}), c10::Error);
+}
+
 TEST(FusedMlp, GradientsMatchFiniteDifferences) {
   torch::manual_seed(6);
   Config config = configOf("mlp", {}, "ce");

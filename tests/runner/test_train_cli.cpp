@@ -55,6 +55,13 @@ TEST(TrainCli, SameSeedGivesByteIdenticalSteps) {
   // A different seed gives a different trajectory (the comparison above can fail).
   ASSERT_EQ(test::runCommand(common + (dir / "c").string() + " --set train.seed=2").exitCode, 0);
   EXPECT_NE(a, test::readFile(dir / "c" / "steps.jsonl"));
+  // Fashion-MNIST's batches come from the exact byte copy (data/ByteImages.h) unless
+  // REPSHAPE_BYTE_INPUTS=0 asks for the floats: the same run either way, to the last bit.
+  ASSERT_EQ(test::runCommand("REPSHAPE_BYTE_INPUTS=0 " + common + (dir / "d").string()).exitCode, 0);
+  EXPECT_EQ(a, test::readFile(dir / "d" / "steps.jsonl"));
+  const auto invalid = test::runCommand("REPSHAPE_BYTE_INPUTS=yes " + common + (dir / "e").string());
+  EXPECT_NE(invalid.exitCode, 0);
+  EXPECT_NE(invalid.output.find("REPSHAPE_BYTE_INPUTS='yes'"), std::string::npos) << invalid.output;
 }
 
 struct BadInput {
