@@ -106,8 +106,11 @@ class StepLossFn : public torch::autograd::Function<StepLossFn> {
                                std::vector<double> weights) {
     std::vector<int64_t> dtypes;
     for (const torch::Tensor& v : values) dtypes.push_back(static_cast<int64_t>(v.scalar_type()));
-    const double loss = taskSum.scalar_type() == torch::kFloat64 ? sum<double>(taskSum, values, rows, weights)
-                                                                 : sum<float>(taskSum, values, rows, weights);
+    const bool fp32 = taskSum.scalar_type() == torch::kFloat32;
+    double loss = fp32 ? static_cast<double>(scalarAs<float>(taskSum) / static_cast<float>(rows))
+                       : scalarAs<double>(taskSum) / rows;
+    for (std::size_t i = 0; i < values.size(); ++i)
+      loss = addWeightedTerm(loss, scalarAs<double>(values[i]), weights[i], fp32);
     ctx->saved_data["rows"] = rows;
     ctx->saved_data["weights"] = std::move(weights);
     ctx->saved_data["dtypes"] = std::move(dtypes);
@@ -128,14 +131,6 @@ class StepLossFn : public torch::autograd::Function<StepLossFn> {
 
  private:
   template <typename T>
-  static double sum(const torch::Tensor& taskSum, at::TensorList values, double rows, const std::vector<double>& weights) {
-    T loss = scalarAs<T>(taskSum) / static_cast<T>(rows);
-    for (std::size_t i = 0; i < values.size(); ++i)
-      loss = loss + static_cast<T>(scalarAs<T>(values[i]) * static_cast<T>(weights[i]));
-    return static_cast<double>(loss);
-  }
-
-  template <typename T>
   static void fill(T g, double rows, const std::vector<double>& weights, const std::vector<int64_t>& dtypes,
                    const torch::TensorOptions& options, variable_list& out) {
     out[0] = torch::scalar_tensor(static_cast<double>(static_cast<T>(g / static_cast<T>(rows))), options);
@@ -148,6 +143,12 @@ class StepLossFn : public torch::autograd::Function<StepLossFn> {
 };
 
 }  // namespace
+
+double addWeightedTerm(double total, double value, double weight, bool fp32) {
+  if (!fp32) return total + value * weight;
+  const float term = static_cast<float>(value) * static_cast<float>(weight);
+  return static_cast<double>(static_cast<float>(total) + term);
+}
 
 torch::Tensor stepLoss(const torch::Tensor& taskSum, int64_t rows, const std::vector<torch::Tensor>& values,
                        const std::vector<double>& weights) {

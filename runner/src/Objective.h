@@ -42,6 +42,11 @@ torch::Tensor crossEntropySum(const torch::Tensor& logits, const torch::Tensor& 
 torch::Tensor stepLoss(const torch::Tensor& taskSum, int64_t rows, const std::vector<torch::Tensor>& values,
                        const std::vector<double>& weights);
 
+// total + weight · value in the loss's arithmetic, as `+ value.to(T) * weight` computes it: for an
+// fp32 loss (fp32 true) the product of the factors rounded to float and the sum rounded to float.
+// stepLoss adds its terms with it; the trainer sums the reported penalty total with it.
+double addWeightedTerm(double total, double value, double weight, bool fp32);
+
 // Σ over rows of the per-sample error: misclassified rows (cross_entropy, binary) or the per-sample
 // mean squared error (mse). No gradient.
 torch::Tensor errorSum(const std::string& objective, const torch::Tensor& output, const torch::Tensor& inputs,

@@ -48,14 +48,6 @@ bool byteInputsAllowed() {
   throw std::invalid_argument(std::string("REPSHAPE_BYTE_INPUTS='") + text + "': expected 0 or 1");
 }
 
-// total + λ·Ω in the loss's arithmetic: for an fp32 loss the product of the rounded factors and the
-// sum rounded to float, as the fp32 tensor ops that add the terms to the loss compute them.
-double addWeighted(double total, double value, double weight, bool fp32) {
-  if (!fp32) return total + value * weight;
-  const float term = static_cast<float>(value) * static_cast<float>(weight);
-  return static_cast<double>(static_cast<float>(total) + term);
-}
-
 std::string penaltyKey(const reg::PenaltyValue& v) { return v.name + "@" + v.target; }
 
 // Phases of a step, timed on every rank (StepRecord::phaseSeconds), in step order.
@@ -237,8 +229,6 @@ RunReport Trainer::run(const RunOptions& options) {
     std::vector<reg::PenaltyValue> values;
     std::vector<torch::Tensor> terms;  // λ·Ω in this rank's loss
     std::vector<double> termWeights;
-    const bool fp32Loss = taskSum.scalar_type() == torch::kFloat32;
-    double penaltyTotal = 0.0;
     if (!penalties_.empty()) {
       reg::PenaltyBatch penaltyBatch;
       for (std::size_t i = 0; i < penalties_.activationTargets().size(); ++i)
@@ -250,7 +240,6 @@ RunReport Trainer::run(const RunOptions& options) {
       penaltyBatch.splitClassWise = world > 1;  // shares summed in the control all-reduce below
       values = penalties_.compute(penaltyBatch, reducer);
       for (const auto& v : values) {
-        if (!v.rankShare) penaltyTotal = addWeighted(penaltyTotal, v.value.item<double>(), v.weight, fp32Loss);
         // Parameter-only terms are identical on every rank: count them once (SPEC §4).
         if (!v.parameterOnly || rank == 0) {
           terms.push_back(v.value);
@@ -289,14 +278,19 @@ RunReport Trainer::run(const RunOptions& options) {
       control = control.cpu();
     }
     const auto c = control.accessor<double, 1>();
+    // Σ λ·Ω as reported, in the loss's arithmetic (Objective.h): the whole penalties, then the split ones.
+    const bool fp32Loss = taskSum.scalar_type() == torch::kFloat32;
+    double penalty = 0.0;
+    for (const auto& v : values)
+      if (!v.rankShare) penalty = addWeightedTerm(penalty, v.value.item<double>(), v.weight, fp32Loss);
     int64_t shareSlot = kControlSlots;
     for (auto& v : values)
       if (v.rankShare) {  // the penalty's value: the sum of the ranks' shares
-        v.value = torch::tensor(c[shareSlot++], torch::kDouble);
-        penaltyTotal = addWeighted(penaltyTotal, c[shareSlot - 1], v.weight, fp32Loss);
+        const double value = c[shareSlot++];
+        v.value = torch::tensor(value, torch::kDouble);
+        penalty = addWeightedTerm(penalty, value, v.weight, fp32Loss);
       }
     const double taskLoss = c[kTaskLossSum] / static_cast<double>(globalRows);
-    const double penalty = penaltyTotal;
 
     // Divergence: decided from values identical on every rank (global sums, reduced penalties,
     // summed gradients), checked before the update so the parameters stay the last finite ones.

@@ -68,7 +68,7 @@ inline void prefetchRow(const uint8_t* p, int64_t bytes) {
 
 std::optional<ByteImages> ByteImages::encode(const torch::Tensor& inputs) {
   if (!inputs.defined() || !inputs.is_cpu() || inputs.scalar_type() != torch::kFloat32 || inputs.dim() < 2 ||
-      inputs.size(0) == 0 || inputs.numel() == 0)
+      inputs.numel() == 0)
     return std::nullopt;
   const torch::Tensor floats = inputs.contiguous();
   const int64_t n = floats.size(0), d = floats.numel() / n;
