@@ -1,5 +1,6 @@
 // PenaltySet::compute: one packed SUM all-reduce of every layer's statistics per step, at most one
 // MAX, a row gather per lmulti target, and the parameter penalties (SPEC §2, §4).
+#include <repshape/regularizers/Environment.h>
 #include <repshape/regularizers/Regularizers.h>
 
 #include "detail/FusedPenalties.h"
@@ -7,7 +8,6 @@
 #include "detail/Statistics.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <stdexcept>
 
 namespace repshape::reg {
@@ -46,12 +46,8 @@ struct LayerPlan {
 };
 
 StatisticsPath pathFromEnvironment() {
-  const char* text = std::getenv("REPSHAPE_STATS_PATH");
-  const std::string value = text ? text : "auto";
-  if (value == "auto" || value.empty()) return StatisticsPath::kAuto;
-  if (value == "packed") return StatisticsPath::kPacked;
-  if (value == "gather") return StatisticsPath::kGather;
-  throw std::invalid_argument("REPSHAPE_STATS_PATH='" + value + "': expected auto, packed or gather");
+  const std::string value = environmentChoice("REPSHAPE_STATS_PATH", {"auto", "packed", "gather"});
+  return value == "packed" ? StatisticsPath::kPacked : value == "gather" ? StatisticsPath::kGather : StatisticsPath::kAuto;
 }
 
 // REPSHAPE_SPLIT_CLASSES: 1 always, 0 never, auto (default) where the rows are on the CPU and the
@@ -59,12 +55,8 @@ StatisticsPath pathFromEnvironment() {
 // microseconds against the extra collective's latency (not measured: no GPU here), so there every
 // rank keeps computing every class.
 int splitFromEnvironment() {
-  const char* text = std::getenv("REPSHAPE_SPLIT_CLASSES");
-  const std::string value = text ? text : "auto";
-  if (value == "auto" || value.empty()) return -1;
-  if (value == "1") return 1;
-  if (value == "0") return 0;
-  throw std::invalid_argument("REPSHAPE_SPLIT_CLASSES='" + value + "': expected auto, 1 or 0");
+  const std::string value = environmentChoice("REPSHAPE_SPLIT_CLASSES", {"auto", "1", "0"});
+  return value == "auto" ? -1 : value == "1" ? 1 : 0;
 }
 
 // Whether splitting a class-wise penalty over N gathered rows of width M, K classes, saves more

@@ -2,10 +2,10 @@
 
 #include "FusedMlp.h"
 
+#include <repshape/regularizers/Environment.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <cstdlib>
-#include <cstring>
 
 #include <sstream>
 
@@ -96,8 +96,7 @@ NetworkImpl::NetworkImpl(const ModelConfig& config, const ModelPlan& plan) : con
       layer.runningVar = register_buffer(layer.name + "_bn_var", torch::ones({features}));
     }
   }
-  const char* fused = std::getenv("REPSHAPE_FUSED_MLP");
-  fusable_ = !(fused && std::strcmp(fused, "0") == 0) &&
+  fusable_ = environmentChoice("REPSHAPE_FUSED_MLP", {"1", "0"}) == "1" &&
              (config.activation == "relu" || config.activation == "linear") &&
              std::all_of(layers_.begin(), layers_.end(), [](const Layer& l) {
                return l.kind == Kind::Linear && !l.batchNorm && l.dropout <= 0 && l.linear->options.bias();

@@ -2,6 +2,7 @@
 // shapes, resources, the output directory) before any work starts or anything is written, then
 // train on however many ranks the launcher started, and record how the run ended (SPEC §7).
 #include "Commands.h"
+#include "CachingCpuAllocator.h"
 #include "Checkpoint.h"
 #include "Config.h"
 #include "MetricsExporter.h"
@@ -203,6 +204,7 @@ int runTrain(int argc, char** argv) {
     data = loadLocatedData(config);
     plan = planModel(config, data.sampleShape, data.numClasses);
     validateRun(config, data, plan);
+    installCachingCpuAllocator();  // after the data: its load-time temporaries go back to glibc
   } catch (const ConfigError& e) {
     return inputError(e.what());
   } catch (const std::invalid_argument& e) {  // --fault text

@@ -8,6 +8,8 @@
 #include "StopSignals.h"
 #include "data/ByteImages.h"
 
+#include <repshape/regularizers/Environment.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
@@ -41,12 +43,7 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimConfig& c, std
 
 // REPSHAPE_BYTE_INPUTS=0 gathers batches from the float training set even where an exact byte copy
 // exists (ByteImages.h): for A/B benchmarks and the test that both give the same run.
-bool byteInputsAllowed() {
-  const char* text = std::getenv("REPSHAPE_BYTE_INPUTS");
-  if (text == nullptr || std::string(text) == "1") return true;
-  if (std::string(text) == "0") return false;
-  throw std::invalid_argument(std::string("REPSHAPE_BYTE_INPUTS='") + text + "': expected 0 or 1");
-}
+bool byteInputsAllowed() { return environmentChoice("REPSHAPE_BYTE_INPUTS", {"1", "0"}) == "1"; }
 
 std::string penaltyKey(const reg::PenaltyValue& v) { return v.name + "@" + v.target; }
 

@@ -1,8 +1,10 @@
 // bench_penalties: cost of each penalty (forward + backward) relative to one training step of the
 // Choi MNIST MLP (784 → 6×100 ReLU → 10, batch 100, one thread, penalty on hidden layer 5, K = 10;
-// the step as `repshape train` takes it: FusedMlp, FusedAdam, gradients set to none, its loss node
-// stepLoss over the fused cross-entropy; --aten-loss: ATen's `/ rows` and `+ Ω.to(T) * λ` per term,
-// as the trainer added them before stepLoss) or, with --model cnn, the Choi CIFAR-10 CNN (penalty on fc1, width 128), measured side by side (baseline and penalised steps interleaved, medians), and the
+// the step as `repshape train` takes it: FusedMlp, FusedAdam, the caching CPU allocator, gradients
+// set to none, its loss node stepLoss over the fused cross-entropy; --aten-loss: ATen's `/ rows`
+// and `+ Ω.to(T) * λ` per term, as the trainer added them before stepLoss) or, with --model cnn,
+// the Choi CIFAR-10 CNN (penalty on fc1, width 128), measured side by side (baseline and penalised
+// steps interleaved, medians), and the
 // penalty alone at N = 500, M = 512, K = 100. Not a test: run by hand (or tests/bench/run-all.sh),
 //   build/tests/bench/bench_penalties [--iters 300] [--batch 100] [--only "cw-cr,rr exact"] [--no-wide]
 //     [--model mlp|cnn] [--warmup STEPS] [--aten-loss]
@@ -13,6 +15,7 @@
 #include <repshape/regularizers/Regularizers.h>
 
 #include "BlasThreads.h"
+#include "CachingCpuAllocator.h"
 #include "FusedAdam.h"
 #include "FusedMlp.h"
 #include "Objective.h"
@@ -165,6 +168,7 @@ int main(int argc, char** argv) {
     }
   }
   repshape::bench::setThreads(1);  // ATen and OpenBLAS
+  repshape::installCachingCpuAllocator();  // as `repshape train` (REPSHAPE_CPU_CACHE=0: glibc)
   torch::manual_seed(0);
   reg::LocalReducer reducer;
 

@@ -37,7 +37,7 @@ train_rate() {
   local cmd=("$bin" train "$config" --out "$out/$name" --overwrite "${mlp[@]}" --set train.batch_size=$batch
              --set train.steps=$steps --set train.log_every=$((steps - 20)) "$@")
   if [ "$world" -gt 1 ]; then cmd=(mpirun -np "$world" --oversubscribe --bind-to "${BIND:-none}" "${cmd[@]}"); fi
-  echo "$ ${PENALTY:+[config: jobs/choi-mnist-mlp.toml with only $PENALTY (on h5), weight 0.01] }${OMPI_MCA_coll_libnbc_iallreduce_algorithm:+OMPI_MCA_coll_libnbc_iallreduce_algorithm=$OMPI_MCA_coll_libnbc_iallreduce_algorithm }${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${REPSHAPE_BYTE_INPUTS:+REPSHAPE_BYTE_INPUTS=$REPSHAPE_BYTE_INPUTS }${cmd[*]}" >> "$out/commands.txt"
+  echo "$ ${PENALTY:+[config: jobs/choi-mnist-mlp.toml with only $PENALTY (on h5), weight 0.01] }${OMPI_MCA_coll_libnbc_iallreduce_algorithm:+OMPI_MCA_coll_libnbc_iallreduce_algorithm=$OMPI_MCA_coll_libnbc_iallreduce_algorithm }${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${REPSHAPE_BYTE_INPUTS:+REPSHAPE_BYTE_INPUTS=$REPSHAPE_BYTE_INPUTS }${REPSHAPE_CPU_CACHE:+REPSHAPE_CPU_CACHE=$REPSHAPE_CPU_CACHE }${cmd[*]}" >> "$out/commands.txt"
   "${cmd[@]}" > /dev/null
   $py -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]
 print(r["samples_per_s"], r.get("stats_bytes",0), r.get("stats_comm_s",0), r.get("grad_comm_s",0))' "$out/$name/steps.jsonl"
@@ -138,22 +138,26 @@ fi
 
 if want 4; then
 section "4. Plain step vs the GEMM floor (target: repshape >= 0.8 of the floor)"
-: > "$out/res-floor"; : > "$out/res-plain"; : > "$out/res-floats"; : > "$out/res-python"
+: > "$out/res-floor"; : > "$out/res-plain"; : > "$out/res-floats"; : > "$out/res-glibc"; : > "$out/res-python"
 for _ in $(seq "$repeat"); do
   "$build/tests/bench/bench_gemm_floor" --batch 100 --steps 3000 | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/res-floor"
   PLAIN=1 train_rate plain 1 100 2000 | cut -d' ' -f1 >> "$out/res-plain"
   # The batch gathered from the float training set instead of its exact byte copy (ByteImages.h).
   REPSHAPE_BYTE_INPUTS=0 PLAIN=1 train_rate floats 1 100 2000 | cut -d' ' -f1 >> "$out/res-floats"
+  # Every tensor through glibc's malloc instead of the caching CPU allocator (CachingCpuAllocator.h).
+  REPSHAPE_CPU_CACHE=0 PLAIN=1 train_rate glibc 1 100 2000 | cut -d' ' -f1 >> "$out/res-glibc"
   $py "$here/train_reference.py" 2000 10000 | sed 's/.*"samples_per_s": \([0-9.e+]*\).*/\1/' >> "$out/res-python"
 done
 f=$(best < "$out/res-floor"); p=$(best < "$out/res-plain"); y=$(best < "$out/res-python")
-q=$(best < "$out/res-floats")
+q=$(best < "$out/res-floats"); m=$(best < "$out/res-glibc")
 echo "  repshape phases ms/step (last round): $(phases plain)"
 echo "    with REPSHAPE_BYTE_INPUTS=0 (float gather): $(phases floats)"
+echo "    with REPSHAPE_CPU_CACHE=0 (glibc malloc):      $(phases glibc)"
 printf '  GEMM floor step %.3f ms\n' "$(awk -v f="$f" 'BEGIN { printf "%.3f", 100 / f * 1e3 }')"
 printf '  GEMM floor %8.0f   repshape %8.0f (%s of floor)   python %8.0f (%s of floor)   repshape/python %s\n' \
   "$f" "$p" "$(ratio "$p" "$f")" "$y" "$(ratio "$y" "$f")" "$(ratio "$p" "$y")"
 printf '  repshape with the float gather %8.0f (%s of floor); byte/float gather %s\n' "$q" "$(ratio "$q" "$f")" "$(ratio "$p" "$q")"
+printf '  repshape with glibc malloc     %8.0f (%s of floor); cached/glibc allocator %s\n' "$m" "$(ratio "$m" "$f")" "$(ratio "$p" "$m")"
 echo "  $ $build/tests/bench/bench_gemm_floor --batch 100 --steps 3000; $py $here/train_reference.py 2000 10000"
 fi
 

@@ -123,38 +123,42 @@ TEST(Penalties, CwCrKernelFormMatchesPackedFp64) {
 // xcov from rows (one rank, fp64 centred product) equals the packed fp64 cross sums, in the value
 // and in both gradients (activations and probabilities), on fp32 rows with |mean|/std = 1e3.
 using XcovRowsPath = BothCpuKernels;
+// Shapes: one class block of four, no column tail; and 15 classes (blocks of 8, 4, 2 and 1) over
+// 39 columns (two 16-column groups, a 4-column step and a 3-column scalar tail).
 TEST_P(XcovRowsPath, MatchesPackedFp64) {
-  torch::manual_seed(37);
-  const int64_t n = 50, m = 12, c = 4;
-  const Tensor z32 = (torch::randn({n, m}) + torch::linspace(500, 2000, m)).to(torch::kFloat32);
-  const Tensor p32 = torch::softmax(torch::randn({n, c}) * 2, 1).to(torch::kFloat32);
-  const reg::PenaltySpec spec = parseCase("xcov");
-  auto run = [&](const Tensor& z, const Tensor& p, reg::Reducer& reducer, reg::StatisticsPath path) {
-    const Tensor zIn = z.detach().requires_grad_(true), pIn = p.detach().requires_grad_(true);
-    const Tensor v = penaltyValue(spec, zIn, Tensor(), pIn, Tensor(), 3, reducer, path);
-    const auto g = torch::autograd::grad({v}, {zIn, pIn});
-    return std::make_tuple(v.item<double>(), g[0].to(torch::kFloat64), g[1].to(torch::kFloat64));
-  };
-  reg::LocalReducer local;
-  const auto [value, dz, dp] = run(z32, p32, local, reg::StatisticsPath::kAuto);
-  CountingReducer packed;
-  packed.world = 2;
-  const auto [ref, dzRef, dpRef] =
-      run(z32.to(torch::kFloat64), p32.to(torch::kFloat64), packed, reg::StatisticsPath::kPacked);
-  ASSERT_EQ(packed.sums, 1);
-  EXPECT_NEAR(value, ref, 1e-6 * std::abs(ref));
-  EXPECT_LE(maxAbs(dz - dzRef), 1e-5 * maxAbs(dzRef));
-  EXPECT_LE(maxAbs(dp - dpRef), 1e-5 * maxAbs(dpRef));
-  // fp64 rows and probabilities, and fp32 rows with fp64 probabilities: the rows path to the
-  // packed path's own accuracy (its cross sums lose ~|z̄|·|p̄|/cov · 1e-16).
-  const auto [value64, dz64, dp64] = run(z32.to(torch::kFloat64), p32.to(torch::kFloat64), local, reg::StatisticsPath::kAuto);
-  EXPECT_NEAR(value64, ref, 1e-9 * std::abs(ref));
-  EXPECT_LE(maxAbs(dz64 - dzRef), 1e-9 * maxAbs(dzRef));
-  EXPECT_LE(maxAbs(dp64 - dpRef), 1e-9 * maxAbs(dpRef));
-  const auto [valueMixed, dzMixed, dpMixed] = run(z32, p32.to(torch::kFloat64), local, reg::StatisticsPath::kAuto);
-  EXPECT_NEAR(valueMixed, ref, 1e-6 * std::abs(ref));         // the value in the rows' dtype
-  EXPECT_LE(maxAbs(dzMixed - dzRef), 1e-5 * maxAbs(dzRef));  // dz rounded to fp32
-  EXPECT_LE(maxAbs(dpMixed - dpRef), 1e-9 * maxAbs(dpRef));
+  for (const auto& [n, m, c] : {std::tuple<int64_t, int64_t, int64_t>{50, 12, 4}, {37, 39, 15}}) {
+    SCOPED_TRACE("n " + std::to_string(n) + " m " + std::to_string(m) + " c " + std::to_string(c));
+    torch::manual_seed(37);
+    const Tensor z32 = (torch::randn({n, m}) + torch::linspace(500, 2000, m)).to(torch::kFloat32);
+    const Tensor p32 = torch::softmax(torch::randn({n, c}) * 2, 1).to(torch::kFloat32);
+    const reg::PenaltySpec spec = parseCase("xcov");
+    auto run = [&](const Tensor& z, const Tensor& p, reg::Reducer& reducer, reg::StatisticsPath path) {
+      const Tensor zIn = z.detach().requires_grad_(true), pIn = p.detach().requires_grad_(true);
+      const Tensor v = penaltyValue(spec, zIn, Tensor(), pIn, Tensor(), 3, reducer, path);
+      const auto g = torch::autograd::grad({v}, {zIn, pIn});
+      return std::make_tuple(v.item<double>(), g[0].to(torch::kFloat64), g[1].to(torch::kFloat64));
+    };
+    reg::LocalReducer local;
+    const auto [value, dz, dp] = run(z32, p32, local, reg::StatisticsPath::kAuto);
+    CountingReducer packed;
+    packed.world = 2;
+    const auto [ref, dzRef, dpRef] =
+        run(z32.to(torch::kFloat64), p32.to(torch::kFloat64), packed, reg::StatisticsPath::kPacked);
+    ASSERT_EQ(packed.sums, 1);
+    EXPECT_NEAR(value, ref, 1e-6 * std::abs(ref));
+    EXPECT_LE(maxAbs(dz - dzRef), 1e-5 * maxAbs(dzRef));
+    EXPECT_LE(maxAbs(dp - dpRef), 1e-5 * maxAbs(dpRef));
+    // fp64 rows and probabilities, and fp32 rows with fp64 probabilities: the rows path to the
+    // packed path's own accuracy (its cross sums lose ~|z̄|·|p̄|/cov · 1e-16).
+    const auto [value64, dz64, dp64] = run(z32.to(torch::kFloat64), p32.to(torch::kFloat64), local, reg::StatisticsPath::kAuto);
+    EXPECT_NEAR(value64, ref, 1e-9 * std::abs(ref));
+    EXPECT_LE(maxAbs(dz64 - dzRef), 1e-9 * maxAbs(dzRef));
+    EXPECT_LE(maxAbs(dp64 - dpRef), 1e-9 * maxAbs(dpRef));
+    const auto [valueMixed, dzMixed, dpMixed] = run(z32, p32.to(torch::kFloat64), local, reg::StatisticsPath::kAuto);
+    EXPECT_NEAR(valueMixed, ref, 1e-6 * std::abs(ref));         // the value in the rows' dtype
+    EXPECT_LE(maxAbs(dzMixed - dzRef), 1e-5 * maxAbs(dzRef));  // dz rounded to fp32
+    EXPECT_LE(maxAbs(dpMixed - dpRef), 1e-9 * maxAbs(dpRef));
+  }
 }
 
 // rr (Hölder) from rows (one rank, one fp64 node) equals the packed sums (|z| column sums, Σz²,

@@ -62,6 +62,13 @@ TEST(TrainCli, SameSeedGivesByteIdenticalSteps) {
   const auto invalid = test::runCommand("REPSHAPE_BYTE_INPUTS=yes " + common + (dir / "e").string());
   EXPECT_NE(invalid.exitCode, 0);
   EXPECT_NE(invalid.output.find("REPSHAPE_BYTE_INPUTS='yes'"), std::string::npos) << invalid.output;
+  // Tensors come from the caching CPU allocator (CachingCpuAllocator.h) unless REPSHAPE_CPU_CACHE=0:
+  // reused blocks hold old data, which no step may read, so both runs agree to the last bit.
+  ASSERT_EQ(test::runCommand("REPSHAPE_CPU_CACHE=0 " + common + (dir / "f").string()).exitCode, 0);
+  EXPECT_EQ(a, test::readFile(dir / "f" / "steps.jsonl"));
+  const auto badCache = test::runCommand("REPSHAPE_CPU_CACHE=on " + common + (dir / "g").string());
+  EXPECT_EQ(badCache.exitCode, 2);  // bad input, before any work
+  EXPECT_NE(badCache.output.find("REPSHAPE_CPU_CACHE='on': expected 1 or 0"), std::string::npos) << badCache.output;
 }
 
 struct BadInput {

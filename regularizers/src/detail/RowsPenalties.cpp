@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -127,9 +128,11 @@ class RowsVarianceFn : public torch::autograd::Function<RowsVarianceFn> {
 // gradients written in the rows' dtype: the ATen version (fp64 copies of Z and P, two means, two
 // subtractions, three dgemm, two casts back) spent ~40 µs per step of the Choi MLP in its casts
 // alone (perf), against ~3·N·C·M = 0.3 M multiply-adds of arithmetic.
-// Column means of rows [N, W] in fp64 into mean [W].
+// Column means of rows [N, W] in fp64 into mean [W] (per column in row order; vectorised across
+// columns where compiled into crossBaseline/crossAvx2 at O3).
 template <typename T>
-void columnMeans(const T* rows, int64_t N, int64_t W, double* mean) {
+__attribute__((always_inline)) inline void columnMeans(const T* __restrict rows, int64_t N, int64_t W,
+                                                       double* __restrict mean) {
   std::fill(mean, mean + W, 0.0);
   for (int64_t r = 0; r < N; ++r)
     for (int64_t i = 0; i < W; ++i) mean[i] += static_cast<double>(rows[r * W + i]);
@@ -137,88 +140,152 @@ void columnMeans(const T* rows, int64_t N, int64_t W, double* mean) {
   for (int64_t i = 0; i < W; ++i) mean[i] *= inv;
 }
 
-// X [C, M] = Σ_r (p_r − p̄) ⊗ (z_r − z̄), fp64; zc [M] scratch.
+typedef double Double4 __attribute__((vector_size(32)));
+
+// X[a0 … a0+B) [B, M] += Σ_r pc_ra ⊗ zc_r: B accumulators of four columns each stay in registers
+// over all N rows (one load of zc and B broadcasts per row), instead of a load and a store of X_a
+// per row and class. Each X_ai is still the sum over r in row order, so the result is the same.
+template <int B>
+__attribute__((always_inline)) inline void crossBlock(const double* __restrict zc, const double* __restrict pc,
+                                                      int64_t N, int64_t M, int64_t C, int64_t a0,
+                                                      double* __restrict x) {
+  const int64_t M4 = M - M % 4;
+  for (int64_t i = 0; i < M4; i += 4) {
+    Double4 acc[B];
+    for (int b = 0; b < B; ++b) std::memcpy(&acc[b], x + (a0 + b) * M + i, sizeof(Double4));
+    for (int64_t r = 0; r < N; ++r) {
+      Double4 zv;
+      std::memcpy(&zv, zc + r * M + i, sizeof zv);
+      for (int b = 0; b < B; ++b) acc[b] += pc[r * C + a0 + b] * zv;
+    }
+    for (int b = 0; b < B; ++b) std::memcpy(x + (a0 + b) * M + i, &acc[b], sizeof(Double4));
+  }
+  for (int64_t i = M4; i < M; ++i)
+    for (int64_t r = 0; r < N; ++r)
+      for (int b = 0; b < B; ++b) x[(a0 + b) * M + i] += pc[r * C + a0 + b] * zc[r * M + i];
+}
+
+// The means z̄ [M], p̄ [C], then X [C, M] = Σ_r (p_r − p̄) ⊗ (z_r − z̄) in fp64 (x zeroed by the
+// caller); zc [N·M] and pc [N·C] scratch for the centred rows.
 template <typename T, typename P>
 __attribute__((always_inline)) inline void crossLoop(const T* __restrict z, const P* __restrict p,
-                                                     const double* __restrict zMean, const double* __restrict pMean,
-                                                     int64_t N, int64_t M, int64_t C, double* __restrict zc,
-                                                     double* __restrict x) {
+                                                     double* __restrict zMean, double* __restrict pMean, int64_t N,
+                                                     int64_t M, int64_t C, double* __restrict zc,
+                                                     double* __restrict pc, double* __restrict x) {
+  columnMeans(z, N, M, zMean);
+  columnMeans(p, N, C, pMean);
   for (int64_t r = 0; r < N; ++r) {
-    for (int64_t i = 0; i < M; ++i) zc[i] = static_cast<double>(z[r * M + i]) - zMean[i];
-    for (int64_t a = 0; a < C; ++a) {
-      const double pa = static_cast<double>(p[r * C + a]) - pMean[a];
-      double* __restrict xa = x + a * M;
-      for (int64_t i = 0; i < M; ++i) xa[i] += pa * zc[i];
+    for (int64_t i = 0; i < M; ++i) zc[r * M + i] = static_cast<double>(z[r * M + i]) - zMean[i];
+    for (int64_t a = 0; a < C; ++a) pc[r * C + a] = static_cast<double>(p[r * C + a]) - pMean[a];
+  }
+  int64_t a0 = 0;
+  for (; a0 + 8 <= C; a0 += 8) crossBlock<8>(zc, pc, N, M, C, a0, x);
+  if (a0 + 4 <= C) crossBlock<4>(zc, pc, N, M, C, a0, x), a0 += 4;
+  if (a0 + 2 <= C) crossBlock<2>(zc, pc, N, M, C, a0, x), a0 += 2;
+  if (a0 < C) crossBlock<1>(zc, pc, N, M, C, a0, x);
+}
+
+// dz_r = f·Σ_a (p_ra − p̄_a) X_a,  dp_ra = f·(z_r − z̄)·X_a, in the rows' dtypes; zc [M] and
+// pcRow [C] scratch. GCC keeps a floating-point dot product scalar (it may not reassociate the
+// sum), so each dot runs on four explicit partial sums (GCC vector extension: SSE2 pairs in the
+// baseline build, one AVX register in the AVX2 one; the same summation order in both), for up to
+// eight classes at once so one load of zc serves them all; dz's four columns sum over the classes
+// in a register. Every sum keeps its order (classes, then columns), whatever the blocking.
+template <int B, typename P>
+__attribute__((always_inline)) inline void crossDots(const double* __restrict zc, const double* __restrict x,
+                                                     int64_t M, int64_t a0, double f, P* __restrict dpRow) {
+  const int64_t M4 = M - M % 4;
+  Double4 partial[B];
+  for (int b = 0; b < B; ++b) partial[b] = Double4{0.0, 0.0, 0.0, 0.0};
+  for (int64_t i = 0; i < M4; i += 4) {
+    Double4 zv;
+    std::memcpy(&zv, zc + i, sizeof zv);
+    for (int b = 0; b < B; ++b) {
+      Double4 xv;
+      std::memcpy(&xv, x + (a0 + b) * M + i, sizeof xv);
+      partial[b] += zv * xv;
     }
+  }
+  for (int b = 0; b < B; ++b) {
+    double dot = (partial[b][0] + partial[b][1]) + (partial[b][2] + partial[b][3]);
+    for (int64_t i = M4; i < M; ++i) dot += zc[i] * x[(a0 + b) * M + i];
+    dpRow[a0 + b] = static_cast<P>(f * dot);
   }
 }
 
-// dz_r = f·Σ_a (p_ra − p̄_a) X_a,  dp_ra = f·(z_r − z̄)·X_a, in the rows' dtypes; zc, acc [M]
-// scratch. GCC keeps a floating-point dot product scalar (it may not reassociate the sum), so
-// the dot runs on four explicit partial sums (GCC vector extension: SSE2 pairs in the baseline
-// build, one AVX register in the AVX2 one; the same summation order in both).
-typedef double Double4 __attribute__((vector_size(32)));
 template <typename T, typename P>
 __attribute__((always_inline)) inline void crossGradLoop(const T* __restrict z, const P* __restrict p,
                                                          const double* __restrict zMean,
                                                          const double* __restrict pMean, const double* __restrict x,
                                                          int64_t N, int64_t M, int64_t C, double f,
-                                                         double* __restrict zc, double* __restrict acc,
+                                                         double* __restrict zc, double* __restrict pcRow,
                                                          T* __restrict dz, P* __restrict dp) {
   const int64_t M4 = M - M % 4;
   for (int64_t r = 0; r < N; ++r) {
-    for (int64_t i = 0; i < M; ++i) {
-      zc[i] = static_cast<double>(z[r * M + i]) - zMean[i];
-      acc[i] = 0.0;
-    }
-    for (int64_t a = 0; a < C; ++a) {
-      const double pa = static_cast<double>(p[r * C + a]) - pMean[a];
-      const double* __restrict xa = x + a * M;
-      Double4 partial = {0.0, 0.0, 0.0, 0.0};
-      for (int64_t i = 0; i < M4; i += 4) {
-        Double4 xv, zv, av;
-        std::memcpy(&xv, xa + i, sizeof xv);
-        std::memcpy(&zv, zc + i, sizeof zv);
-        std::memcpy(&av, acc + i, sizeof av);
-        av += pa * xv;
-        partial += zv * xv;
-        std::memcpy(acc + i, &av, sizeof av);
+    for (int64_t i = 0; i < M; ++i) zc[i] = static_cast<double>(z[r * M + i]) - zMean[i];
+    for (int64_t a = 0; a < C; ++a) pcRow[a] = static_cast<double>(p[r * C + a]) - pMean[a];
+    P* dpRow = dp + r * C;
+    int64_t a0 = 0;
+    for (; a0 + 8 <= C; a0 += 8) crossDots<8>(zc, x, M, a0, f, dpRow);
+    if (a0 + 4 <= C) crossDots<4>(zc, x, M, a0, f, dpRow), a0 += 4;
+    if (a0 + 2 <= C) crossDots<2>(zc, x, M, a0, f, dpRow), a0 += 2;
+    if (a0 < C) crossDots<1>(zc, x, M, a0, f, dpRow);
+    T* dzRow = dz + r * M;
+    int64_t i0 = 0;
+    for (; i0 + 16 <= M4; i0 += 16) {  // sixteen columns in four registers over the classes
+      Double4 acc[4] = {};
+      for (int64_t a = 0; a < C; ++a) {
+        const double pa = pcRow[a];
+        for (int q = 0; q < 4; ++q) {
+          Double4 xv;
+          std::memcpy(&xv, x + a * M + i0 + 4 * q, sizeof xv);
+          acc[q] += pa * xv;
+        }
       }
-      double dot = (partial[0] + partial[1]) + (partial[2] + partial[3]);
-      for (int64_t i = M4; i < M; ++i) {
-        acc[i] += pa * xa[i];
-        dot += zc[i] * xa[i];
-      }
-      dp[r * C + a] = static_cast<P>(f * dot);
+      for (int q = 0; q < 4; ++q)
+        for (int j = 0; j < 4; ++j) dzRow[i0 + 4 * q + j] = static_cast<T>(f * acc[q][j]);
     }
-    for (int64_t i = 0; i < M; ++i) dz[r * M + i] = static_cast<T>(f * acc[i]);
+    for (int64_t i = i0; i < M4; i += 4) {
+      Double4 acc = {0.0, 0.0, 0.0, 0.0};
+      for (int64_t a = 0; a < C; ++a) {
+        Double4 xv;
+        std::memcpy(&xv, x + a * M + i, sizeof xv);
+        acc += pcRow[a] * xv;
+      }
+      for (int j = 0; j < 4; ++j) dzRow[i + j] = static_cast<T>(f * acc[j]);
+    }
+    for (int64_t i = M4; i < M; ++i) {
+      double acc = 0.0;
+      for (int64_t a = 0; a < C; ++a) acc += pcRow[a] * x[a * M + i];
+      dzRow[i] = static_cast<T>(f * acc);
+    }
   }
 }
 
 template <typename T, typename P>
-__attribute__((optimize("O3"))) void crossBaseline(const T* z, const P* p, const double* zMean, const double* pMean,
-                                                   int64_t N, int64_t M, int64_t C, double* zc, double* x) {
-  crossLoop(z, p, zMean, pMean, N, M, C, zc, x);
+__attribute__((optimize("O3"))) void crossBaseline(const T* z, const P* p, double* zMean, double* pMean, int64_t N,
+                                                   int64_t M, int64_t C, double* zc, double* pc, double* x) {
+  crossLoop(z, p, zMean, pMean, N, M, C, zc, pc, x);
 }
 template <typename T, typename P>
 __attribute__((optimize("O3"))) void crossGradBaseline(const T* z, const P* p, const double* zMean,
                                                        const double* pMean, const double* x, int64_t N, int64_t M,
-                                                       int64_t C, double f, double* zc, double* acc, T* dz, P* dp) {
-  crossGradLoop(z, p, zMean, pMean, x, N, M, C, f, zc, acc, dz, dp);
+                                                       int64_t C, double f, double* zc, double* pcRow, T* dz, P* dp) {
+  crossGradLoop(z, p, zMean, pMean, x, N, M, C, f, zc, pcRow, dz, dp);
 }
 #if defined(__x86_64__) && defined(__GNUC__)
 template <typename T, typename P>
-__attribute__((optimize("O3"), target("avx2,fma"))) void crossAvx2(const T* z, const P* p, const double* zMean,
-                                                                  const double* pMean, int64_t N, int64_t M,
-                                                                  int64_t C, double* zc, double* x) {
-  crossLoop(z, p, zMean, pMean, N, M, C, zc, x);
+__attribute__((optimize("O3"), target("avx2,fma"))) void crossAvx2(const T* z, const P* p, double* zMean,
+                                                                  double* pMean, int64_t N, int64_t M, int64_t C,
+                                                                  double* zc, double* pc, double* x) {
+  crossLoop(z, p, zMean, pMean, N, M, C, zc, pc, x);
 }
 template <typename T, typename P>
 __attribute__((optimize("O3"), target("avx2,fma"))) void crossGradAvx2(const T* z, const P* p, const double* zMean,
                                                                       const double* pMean, const double* x,
                                                                       int64_t N, int64_t M, int64_t C, double f,
-                                                                      double* zc, double* acc, T* dz, P* dp) {
-  crossGradLoop(z, p, zMean, pMean, x, N, M, C, f, zc, acc, dz, dp);
+                                                                      double* zc, double* pcRow, T* dz, P* dp) {
+  crossGradLoop(z, p, zMean, pMean, x, N, M, C, f, zc, pcRow, dz, dp);
 }
 #endif
 
@@ -235,14 +302,14 @@ class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarian
     Tensor means = torch::empty({M + C}, f64), x = torch::zeros({C, M}, f64);  // [z̄, p̄], X
     double* zMean = means.data_ptr<double>();
     double* pMean = zMean + M;
-    std::vector<double> scratch(static_cast<std::size_t>(M));
+    const std::unique_ptr<double[]> scratch(new double[static_cast<std::size_t>(N * (M + C))]);  // centred z [N, M], p [N, C]
+    double* zs = scratch.get();
+    double* ps = zs + N * M;
     dispatch(zc, pc, [&](auto* zp, auto* pp) {
-      columnMeans(zp, N, M, zMean);
-      columnMeans(pp, N, C, pMean);
 #if defined(__x86_64__) && defined(__GNUC__)
-      if (cpu::avx2Fma()) return crossAvx2(zp, pp, zMean, pMean, N, M, C, scratch.data(), x.data_ptr<double>());
+      if (cpu::avx2Fma()) return crossAvx2(zp, pp, zMean, pMean, N, M, C, zs, ps, x.data_ptr<double>());
 #endif
-      crossBaseline(zp, pp, zMean, pMean, N, M, C, scratch.data(), x.data_ptr<double>());
+      crossBaseline(zp, pp, zMean, pMean, N, M, C, zs, ps, x.data_ptr<double>());
     });
     double* xp = x.data_ptr<double>();
     double squares = 0.0;
@@ -267,7 +334,7 @@ class RowsCrossCovarianceFn : public torch::autograd::Function<RowsCrossCovarian
     const double* zMean = means.data_ptr<double>();
     const double* pMean = zMean + M;
     Tensor dz = torch::empty_like(zc), dp = torch::empty_like(pc);
-    std::vector<double> scratch(static_cast<std::size_t>(2 * M));
+    std::vector<double> scratch(static_cast<std::size_t>(M + C));  // centred z_r [M], p_r [C]
     dispatch(zc, pc, [&](auto* zp, auto* pp) {
       using T = std::remove_const_t<std::remove_pointer_t<decltype(zp)>>;
       using P = std::remove_const_t<std::remove_pointer_t<decltype(pp)>>;
