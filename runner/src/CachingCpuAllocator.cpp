@@ -5,6 +5,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -41,6 +42,10 @@ Cache& cache() {
 }
 
 void* systemBlock(std::size_t capacity) {
+  // As c10::alloc_cpu: a size past PTRDIFF_MAX is a bug upstream (a negative size cast), and the
+  // header must not wrap the sum around to a small block.
+  TORCH_CHECK(capacity <= static_cast<std::size_t>(PTRDIFF_MAX) - kHeader,
+              "CachingCpuAllocator: cannot allocate ", capacity, " bytes");
   void* base = nullptr;
   if (posix_memalign(&base, kAlignment, kHeader + capacity) != 0) base = nullptr;
   TORCH_CHECK(base != nullptr, "CachingCpuAllocator: out of memory allocating ", capacity, " bytes");

@@ -39,6 +39,9 @@ TEST(CachingCpuAllocator, EveryBlockIs64ByteAlignedAndWritable) {
   for (int i = 0; i < 5000; ++i) static_cast<unsigned char*>(from.get())[i] = static_cast<unsigned char>(i * 7);
   allocator.copy_data(to.get(), from.get(), 5000);  // LibTorch ≥ 2.2 clones storages with it
   EXPECT_EQ(std::memcmp(to.get(), from.get(), 5000), 0);
+  // A size that would wrap around with the block's header is refused, not truncated.
+  EXPECT_THROW(allocator.allocate(SIZE_MAX), c10::Error);
+  EXPECT_THROW(allocator.allocate(SIZE_MAX - 10), c10::Error);
 }
 
 TEST(CachingCpuAllocator, AFreedBlockServesTheNextRequestOfItsSizeClass) {
