@@ -82,11 +82,13 @@ TEST_P(RowsPath, MatchesPackedFp64ForLargeMeans) {
 }
 
 // cw-cr with classes smaller than the width takes the n_k × n_k kernel form (rows path, balanced
-// classes, largest class P = 20 < M = 40; K·P = 120 ≤ 2n + K = 126): equal to the packed fp64 path
-// in fp64, and with fp32 rows at |mean|/std = 1e3; one class absent, one with a single sample.
-TEST(Penalties, CwCrKernelFormMatchesPackedFp64) {
+// classes, largest class P = 20 < M = 41; K·P = 120 ≤ 2n + K = 126): equal to the packed fp64 path
+// in fp64, and with fp32 rows at |mean|/std = 1e3; one class absent, one with a single sample;
+// both compiled versions of its row passes (41 columns: a vector body and a scalar tail).
+using CwCrKernelForm = BothCpuKernels;
+TEST_P(CwCrKernelForm, MatchesPackedFp64) {
   torch::manual_seed(29);
-  const int64_t m = 40, K = 6;
+  const int64_t m = 41, K = 6;
   std::vector<int64_t> perClass = {14, 12, 1, 13, 20, 0}, labelList;
   for (int64_t k = 0; k < K; ++k)
     for (int64_t i = 0; i < perClass[k]; ++i) labelList.push_back(k);
@@ -299,6 +301,7 @@ TEST_P(WeightNorms, MatchAtenOverSeveralWeights) {
 
 INSTANTIATE_TEST_SUITE_P(Penalties, RowsPath, ::testing::Bool(), kernelName);
 INSTANTIATE_TEST_SUITE_P(Penalties, XcovRowsPath, ::testing::Bool(), kernelName);
+INSTANTIATE_TEST_SUITE_P(Penalties, CwCrKernelForm, ::testing::Bool(), kernelName);
 INSTANTIATE_TEST_SUITE_P(Penalties, WeightNorms, ::testing::Bool(), kernelName);
 
 // λ_max by power iteration equals eigvalsh's to 1e-12 relative, and its gradient v vᵀ equals
