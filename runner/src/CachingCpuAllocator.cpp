@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <new>
 #include <unordered_map>
 #include <vector>
 
@@ -41,14 +40,15 @@ Cache& cache() {
   return *instance;
 }
 
-void* systemBlock(std::size_t capacity) {
+// A block of `bytes` after its header from glibc, the header holding `capacity` (see kHeader).
+void* systemBlock(std::size_t bytes, std::size_t capacity) {
   // As c10::alloc_cpu: a size past PTRDIFF_MAX is a bug upstream (a negative size cast), and the
   // header must not wrap the sum around to a small block.
-  TORCH_CHECK(capacity <= static_cast<std::size_t>(PTRDIFF_MAX) - kHeader,
-              "CachingCpuAllocator: cannot allocate ", capacity, " bytes");
+  TORCH_CHECK(bytes <= static_cast<std::size_t>(PTRDIFF_MAX) - kHeader,
+              "CachingCpuAllocator: cannot allocate ", bytes, " bytes");
   void* base = nullptr;
-  if (posix_memalign(&base, kAlignment, kHeader + capacity) != 0) base = nullptr;
-  TORCH_CHECK(base != nullptr, "CachingCpuAllocator: out of memory allocating ", capacity, " bytes");
+  if (posix_memalign(&base, kAlignment, kHeader + bytes) != 0) base = nullptr;
+  TORCH_CHECK(base != nullptr, "CachingCpuAllocator: out of memory allocating ", bytes, " bytes");
   std::memcpy(base, &capacity, sizeof capacity);
   return base;
 }
@@ -90,13 +90,7 @@ c10::DataPtr allocateBlock(std::size_t bytes) {
       ++c.stats.misses;
     }
   }
-  if (base == nullptr) {
-    base = systemBlock(cacheable ? capacity : bytes);
-    if (!cacheable) {  // header 0: released straight to glibc
-      const std::size_t zero = 0;
-      std::memcpy(base, &zero, sizeof zero);
-    }
-  }
+  if (base == nullptr) base = cacheable ? systemBlock(capacity, capacity) : systemBlock(bytes, 0);
   void* data = static_cast<char*>(base) + kHeader;
   return {data, data, &releaseBlock, cpu};
 }

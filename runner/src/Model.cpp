@@ -6,7 +6,6 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-
 #include <sstream>
 
 namespace repshape {

@@ -15,9 +15,7 @@
 #include <chrono>
 #include <csignal>
 #include <cmath>
-#include <cstdlib>
 #include <optional>
-#include <stdexcept>
 #include <string>
 
 namespace repshape {

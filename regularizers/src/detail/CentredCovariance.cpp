@@ -341,6 +341,31 @@ __attribute__((optimize("O3"), target("avx2"))) void kernelGradAvx2(const double
 }
 #endif
 
+// The AVX2 or the baseline compile of each pass (cpu::avx2Fma), as allGroups.
+template <typename T>
+void classSumsOf(const T* z, const int64_t* label, int64_t n, int64_t M, double* counts, double* sums) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu::avx2Fma()) return classSumsAvx2(z, label, n, M, counts, sums);
+#endif
+  classSumsBaseline(z, label, n, M, counts, sums);
+}
+template <typename T>
+void kernelRows(const T* z, const int64_t* label, const int64_t* slot, const double* mean, int64_t n, int64_t M,
+                double* x, double* d) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu::avx2Fma()) return kernelRowsAvx2(z, label, slot, mean, n, M, x, d);
+#endif
+  kernelRowsBaseline(z, label, slot, mean, n, M, x, d);
+}
+template <typename T>
+void kernelGradRows(const double* x, const double* ax, const double* d, const int64_t* slot, const double* nk,
+                    int64_t n, int64_t P, int64_t M, double upstream, T* out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu::avx2Fma()) return kernelGradAvx2(x, ax, d, slot, nk, n, P, M, upstream, out);
+#endif
+  kernelGradBaseline(x, ax, d, slot, nk, n, P, M, upstream, out);
+}
+
 class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn> {
   // cw-cr with classes smaller than the width (P < M, balanced): the n_k × n_k kernel form.
   // X_k = Z_k − 1μ_kᵀ in fp64 (exact centring), A_k = X_k X_kᵀ [P, P], d_k = Σ_rows X_k² [M]:
@@ -373,11 +398,7 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     // d_k = Σ_rows of k X_k² [K, M], accumulated row by row in row order.
     Tensor d = torch::zeros({K, M}, f64);
     double* dp = d.data_ptr<double>();
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (cpu::avx2Fma()) kernelRowsAvx2(zp, lp, slot, mean.data(), n, M, xp, dp);
-    else
-#endif
-      kernelRowsBaseline(zp, lp, slot, mean.data(), n, M, xp, dp);
+    kernelRows(zp, lp, slot, mean.data(), n, M, xp, dp);
     const Tensor a = at::bmm(x, x.transpose(1, 2));  // [K, P, P], contiguous
     const double* ap = a.data_ptr<double>();
     double total = 0.0;
@@ -409,13 +430,7 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     const double *xp = x.data_ptr<double>(), *axp = ax.data_ptr<double>(), *dp = d.data_ptr<double>();
     const double* nk = counts.data_ptr<double>();
     const int64_t* slot = slots.data_ptr<int64_t>();
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (cpu::avx2Fma()) {
-      kernelGradAvx2(xp, axp, dp, slot, nk, n, P, M, upstream, dz.data_ptr<T>());
-      return dz;
-    }
-#endif
-    kernelGradBaseline(xp, axp, dp, slot, nk, n, P, M, upstream, dz.data_ptr<T>());
+    kernelGradRows(xp, axp, dp, slot, nk, n, P, M, upstream, dz.data_ptr<T>());
     return dz;
   }
 
@@ -439,10 +454,7 @@ class CentredCovarianceFn : public torch::autograd::Function<CentredCovarianceFn
     const int64_t* lp = labels.data_ptr<int64_t>();
     for (int64_t r = 0; r < n; ++r)
       TORCH_CHECK(lp[r] >= 0 && lp[r] < K, "penalties: label ", lp[r], " of row ", r, ", expected [0, ", K, ")");
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (cpu::avx2Fma()) return classSumsAvx2(zp, lp, n, M, counts.data_ptr<double>(), sums.data_ptr<double>());
-#endif
-    classSumsBaseline(zp, lp, n, M, counts.data_ptr<double>(), sums.data_ptr<double>());
+    classSumsOf(zp, lp, n, M, counts.data_ptr<double>(), sums.data_ptr<double>());
   }
 
  public:
