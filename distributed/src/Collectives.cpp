@@ -83,9 +83,10 @@ struct AllReduceMaxFunction : public torch::autograd::Function<AllReduceMaxFunct
 
 struct AllGatherRowsFunction : public torch::autograd::Function<AllGatherRowsFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& rows, Communicator* comm,
-                               const char* what) {
+                               const char* what, std::vector<std::int64_t>* rowCounts) {
     std::vector<std::int64_t> counts;
     torch::Tensor gathered = comm->allGatherRows(stagingCopy(*comm, rows), what, &counts);
+    if (rowCounts != nullptr) *rowCounts = counts;
     std::int64_t offset = 0;
     for (int r = 0; r < comm->rank(); ++r) offset += counts[static_cast<std::size_t>(r)];
     ctx->saved_data["offset"] = offset;
@@ -101,16 +102,17 @@ struct AllGatherRowsFunction : public torch::autograd::Function<AllGatherRowsFun
       // to their own rows only.
       grad = grad.narrow(0, ctx->saved_data["offset"].toInt(), ctx->saved_data["rows"].toInt());
     }
-    return {grad, torch::Tensor(), torch::Tensor()};
+    return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
-struct SumGradientsFunction : public torch::autograd::Function<SumGradientsFunction> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& tensor, Communicator* comm,
-                               const char* what) {
+struct SumGradientsToRowsFunction : public torch::autograd::Function<SumGradientsToRowsFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& /*local*/, const torch::Tensor& gathered,
+                               Communicator* comm, const std::vector<std::int64_t>* rowCounts, const char* what) {
     ctx->saved_data["comm"] = address(*comm);
     ctx->saved_data["what"] = std::string(what);
-    return tensor.view_as(tensor);
+    ctx->saved_data["counts"] = *rowCounts;
+    return gathered.view_as(gathered);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -118,18 +120,25 @@ struct SumGradientsFunction : public torch::autograd::Function<SumGradientsFunct
     const std::string what = ctx->saved_data["what"].toStringRef() + ".backward";
     // Never undefined here: custom functions materialise a missing gradient as zeros, so every
     // rank that reaches this node takes part in the collective.
-    torch::Tensor summed = stagingCopy(comm, grads[0]);
-    comm.allReduce(summed, ReduceOp::Sum, what.c_str());
-    return {summed.to(grads[0].device()), torch::Tensor(), torch::Tensor()};
+    const torch::Tensor& grad = grads[0];
+    const torch::Tensor mine = comm.reduceScatterRows(grad.to(comm.device()), ctx->saved_data["counts"].toIntVector(),
+                                                      what.c_str());
+    return {mine.to(grad.device()), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor sumGradients(Communicator& comm, const torch::Tensor& tensor, const char* what) {
-  TORCH_CHECK(tensor.defined(), "sumGradients '", what, "': undefined tensor");
-  if (comm.size() == 1) return tensor;
-  return SumGradientsFunction::apply(tensor, &comm, what);
+torch::Tensor sumGradientsToRows(Communicator& comm, const torch::Tensor& gathered, const torch::Tensor& local,
+                                 const std::vector<std::int64_t>& rowCounts, const char* what) {
+  TORCH_CHECK(gathered.defined() && local.defined() && gathered.dim() >= 1, "sumGradientsToRows '", what,
+              "': needs the gathered rows and this rank's rows");
+  if (comm.size() == 1) return local;
+  TORCH_CHECK(gathered.sizes().slice(1) == local.sizes().slice(1) && rowCounts.size() == static_cast<std::size_t>(comm.size()) &&
+                  rowCounts[static_cast<std::size_t>(comm.rank())] == local.size(0),
+              "sumGradientsToRows '", what, "': gathered rows ", gathered.sizes(), " and this rank's ", local.sizes(),
+              " do not match the row counts ", rowCounts);
+  return SumGradientsToRowsFunction::apply(local, gathered.detach(), &comm, &rowCounts, what);
 }
 
 torch::Tensor allReduceSum(Communicator& comm, const torch::Tensor& local, ReduceBackward backward,
@@ -145,11 +154,15 @@ torch::Tensor allReduceMax(Communicator& comm, const torch::Tensor& local, const
   return AllReduceMaxFunction::apply(local, &comm, what);
 }
 
-torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what) {
+torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what,
+                            std::vector<std::int64_t>* rowCounts) {
   TORCH_CHECK(rows.defined() && rows.dim() >= 1, "allGatherRows '", what,
               "': needs a tensor with a row dimension");
-  if (comm.size() == 1) return rows;
-  return AllGatherRowsFunction::apply(rows, &comm, what);
+  if (comm.size() == 1) {
+    if (rowCounts != nullptr) *rowCounts = {rows.size(0)};
+    return rows;
+  }
+  return AllGatherRowsFunction::apply(rows, &comm, what, rowCounts);
 }
 
 }  // namespace repshape::dist

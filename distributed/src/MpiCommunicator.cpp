@@ -1,6 +1,7 @@
 // MPI backend: CPU tensors over Open MPI, every collective non-blocking and polled against the
 // deadline by MpiWorld::wait.
 
+#include <algorithm>
 #include <climits>
 
 #include "detail/Backends.h"
@@ -44,6 +45,8 @@ void checkCpuTensor(const torch::Tensor& tensor, const char* op, const char* wha
 
 // MPI counts are int: large buffers go in chunks of this many elements.
 constexpr std::int64_t kMaxChunk = std::int64_t{1} << 30;
+// Point-to-point tag of reduceScatterRows' ring; collectives never match point-to-point messages.
+constexpr int kScatterTag = 0x5253;
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -145,6 +148,59 @@ class MpiCommunicator final : public Communicator {
     if (rowCounts != nullptr) *rowCounts = std::move(counts);
     account(static_cast<std::int64_t>(gathered.nbytes() + layouts.size() * sizeof(std::int64_t)), watch.seconds());
     return gathered;
+  }
+
+  // The reduce-scatter half of a ring all-reduce, over point-to-point messages: at step s = 0 …
+  // W − 2, rank r sends its partial sum of block (r − 1 − s) mod W to rank r + 1 and receives the
+  // partial sum of block (r − 2 − s) mod W from rank r − 1, adding its own rows of that block; after
+  // the last step it holds block r summed over every rank. Each rank sends (W − 1)/W of the rows,
+  // half the bytes of the ring all-reduce, and every addition happens on the receiving rank. (libnbc's
+  // MPI_Ireduce_scatter reduces everything on rank 0 and scatters from there: slower at W = 2.)
+  torch::Tensor reduceScatterRows(const torch::Tensor& input, const std::vector<std::int64_t>& rowCounts,
+                                  const char* what) override {
+    checkScatterRows(input, rowCounts, rank(), size(), what);
+    const torch::Tensor rows = input.contiguous();  // read only: no staging copy
+    checkCpuTensor(rows, "reduceScatterRows", what);
+    const Stopwatch watch;
+    const Pending pending{what, ++seq_, timeoutSeconds_};
+    const int w = size(), me = rank();
+    const std::int64_t rowNumel = rowElements(rows);
+    std::vector<std::int64_t> first(static_cast<std::size_t>(w), 0);
+    std::int64_t most = 0;
+    for (int b = 0; b < w; ++b) {
+      const std::int64_t n = rowCounts[static_cast<std::size_t>(b)];
+      TORCH_CHECK(n * rowNumel <= INT_MAX, "reduceScatterRows '", what, "': rank ", b, "'s ", n, " rows of ", rowNumel,
+                  " elements exceed MPI's int");
+      if (b > 0) first[b] = first[b - 1] + rowCounts[static_cast<std::size_t>(b - 1)];
+      most = std::max(most, n);
+    }
+    const auto ownRows = [&](int b) { return rows.narrow(0, first[b], rowCounts[static_cast<std::size_t>(b)]); };
+    torch::Tensor result = torch::empty(ownRows(me).sizes(), rows.options());
+    if (w == 1) return result.copy_(rows);
+    std::vector<std::int64_t> bufferShape = rows.sizes().vec();
+    bufferShape[0] = most;
+    const torch::Tensor received = torch::empty(bufferShape, rows.options());
+    torch::Tensor partial[2] = {torch::empty(bufferShape, rows.options()), torch::empty(bufferShape, rows.options())};
+    const MPI_Datatype type = mpiType(rows.scalar_type(), what);
+    const int next = (me + 1) % w, previous = (me + w - 1) % w;
+    torch::Tensor sending = ownRows(previous);  // step 0 sends block r − 1 as this rank has it
+    for (int step = 0; step + 1 < w; ++step) {
+      const int in = ((me - 2 - step) % w + w) % w;  // the block this step adds to
+      const std::int64_t n = rowCounts[static_cast<std::size_t>(in)];
+      torch::Tensor incoming = received.narrow(0, 0, n);
+      MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+      REPSHAPE_MPI_CHECK(MPI_Irecv(incoming.data_ptr(), static_cast<int>(n * rowNumel), type, previous,
+                                   kScatterTag, comm_, &requests[0]));
+      REPSHAPE_MPI_CHECK(MPI_Isend(sending.data_ptr(), static_cast<int>(sending.numel()), type, next, kScatterTag,
+                                   comm_, &requests[1]));
+      world_.wait(requests[0], pending);
+      torch::Tensor sum = step + 2 == w ? result : partial[step % 2].narrow(0, 0, n);
+      at::add_out(sum, incoming, ownRows(in));
+      world_.wait(requests[1], pending);
+      sending = sum;
+    }
+    account(static_cast<std::int64_t>(rows.nbytes()), watch.seconds());
+    return result;
   }
 
   void barrier(const char* what) override {

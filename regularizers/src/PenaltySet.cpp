@@ -42,6 +42,7 @@ struct LayerPlan {
   Tensor labels;          // [n] labels of z's rows (where class-wise)
   Tensor probs;           // [n, C] probabilities of z's rows (where xcov)
   detail::LayerStats stats;
+  Tensor localZ;           // this rank's rows as they went into the gather (where gathered)
   Tensor ownZ, ownLabels;  // gathered rows of the classes this rank owns (split class-wise), lazily
 };
 
@@ -60,8 +61,8 @@ int splitFromEnvironment() {
 }
 
 // Whether splitting a class-wise penalty over N gathered rows of width M, K classes, saves more
-// than it adds (a sync point in backward, the N × M gradient all-reduce, a row selection: ~0.1 ms
-// on the CPU). Its cost, ~N·M·min(N/K, M) multiply-adds (kernel or Gram form), against 2^20:
+// than it adds (a sync point in backward, the N × M gradient's reduce-scatter, a row selection:
+// ~0.1 ms on the CPU). Its cost, ~N·M·min(N/K, M) multiply-adds (kernel or Gram form), against 2^20:
 // measured at W = 2 on the Choi MLP (M = 100, K = 10), N = 100 (10^5) loses 9 % of the step and
 // N = 500 (2.5·10^6) gains 5 % (tests/bench/run-all.sh §3); the threshold sits between the two.
 bool splitPays(int64_t rows, int64_t width, int64_t classes) {
@@ -118,7 +119,7 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
   auto planOf = [&](const std::string& layer) -> LayerPlan& {
     for (auto& p : plans)
       if (p.name == layer) return p;
-    plans.push_back(LayerPlan{layer, {}, {}, {}, false, false, {}, {}, {}, {}, {}});
+    plans.push_back(LayerPlan{layer, {}, {}, {}, false, false, {}, {}, {}, {}, {}, {}});
     return plans.back();
   };
   for (const auto& spec : specs_) {
@@ -148,14 +149,15 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
     if (plan.z.scalar_type() == torch::kFloat64) rowType = torch::kFloat64;
   }
   Tensor allLabels, allProbs;
+  std::vector<int64_t> gatherCounts;  // every rank's rows in the gather
   if (anyGather) {
     std::vector<Tensor> columns;
-    for (const auto& plan : plans)
-      if (plan.gather) columns.push_back(plan.z.to(rowType));
+    for (auto& plan : plans)
+      if (plan.gather) columns.push_back(plan.localZ = plan.z.to(rowType));
     if (gatherProbs > 0) columns.push_back(batch.probabilities.to(rowType));
     // Labels as one column: exact in fp32 below 2^24 classes.
     if (gatherLabels) columns.push_back(batch.labels.to(rowType).unsqueeze(1));
-    const Tensor gathered = reducer.gatherRows(torch::cat(columns, 1));
+    const Tensor gathered = reducer.gatherRows(torch::cat(columns, 1), &gatherCounts);
     int64_t column = 0;
     for (auto& plan : plans)
       if (plan.gather) {
@@ -237,10 +239,10 @@ std::vector<PenaltyValue> PenaltySet::compute(const PenaltyBatch& batch, Reducer
                                            splitPays(plan.z.size(0), plan.z.size(1), numClasses_));
         if (plan.gather && split && batch.splitClassWise && classSeparable(kind) && detail::fromRows(kind, spec.method, plan.z)) {
           // This rank's share: the classes k ≡ rank (mod W), each with all of its gathered rows.
-          // The shares' gradients meet in sumGradients' backward (one collective per layer).
+          // The shares' gradients meet in sumGradientsToRows' backward (one reduce-scatter per layer).
           if (!plan.ownZ.defined()) {
             const Tensor index = plan.labels.remainder(reducer.worldSize()).eq(reducer.rank()).nonzero().squeeze(1);
-            plan.ownZ = reducer.sumGradients(plan.z).index_select(0, index);
+            plan.ownZ = reducer.sumGradientsToRows(plan.z, plan.localZ, gatherCounts).index_select(0, index);
             plan.ownLabels = plan.labels.index_select(0, index);
           }
           // No rows of its classes in this batch: a zero share, still on the graph, so this rank

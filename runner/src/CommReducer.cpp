@@ -17,12 +17,13 @@ torch::Tensor CommReducer::max(const torch::Tensor& flat) {
   return dist::allReduceMax(comm_, flat, maxName_.c_str());
 }
 
-torch::Tensor CommReducer::gatherRows(const torch::Tensor& rows) {
-  return dist::allGatherRows(comm_, rows, gatherName_.c_str());
+torch::Tensor CommReducer::gatherRows(const torch::Tensor& rows, std::vector<std::int64_t>* rowCounts) {
+  return dist::allGatherRows(comm_, rows, gatherName_.c_str(), rowCounts);
 }
 
-torch::Tensor CommReducer::sumGradients(const torch::Tensor& t) {
-  return dist::sumGradients(comm_, t, shareName_.c_str());
+torch::Tensor CommReducer::sumGradientsToRows(const torch::Tensor& gathered, const torch::Tensor& local,
+                                              const std::vector<std::int64_t>& rowCounts) {
+  return dist::sumGradientsToRows(comm_, gathered, local, rowCounts, shareName_.c_str());
 }
 
 }  // namespace repshape

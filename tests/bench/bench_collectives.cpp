@@ -170,6 +170,27 @@ int main(int argc, char** argv) {
   report(*comm, "all-gather activations", rows * width * 4, "4NM (+24W counts)", gatherTiming,
          static_cast<std::int64_t>(gatherShare * rows * width * 4));
 
+  // Backward of a split class-wise penalty (REPSHAPE_SPLIT_CLASSES): the gradient of the gathered
+  // rows [N, M] summed over ranks, of which each rank keeps its own rows. reduceScatterRows does
+  // that in one collective; the 2026-12-07 path all-reduced the whole [N, M] and sliced it.
+  std::vector<std::int64_t> counts;
+  for (int r = 0; r < w; ++r) counts.push_back(rows / w + (r < rows % w ? 1 : 0));
+  const torch::Tensor rowGrad = torch::rand({rows, width});
+  const Timing scatterTiming = measure(*comm, iterations * 5, [&] {
+    comm->reduceScatterRows(rowGrad, counts, "bench.scatter");
+  });
+  report(*comm, "reduce-scatter row gradient", rows * width * 4, "4NM", scatterTiming,
+         static_cast<std::int64_t>(gatherShare * rows * width * 4));
+  torch::Tensor summed = rowGrad.clone();
+  const Timing sumAllTiming = measure(*comm, iterations * 5, [&] {
+    summed.copy_(rowGrad);  // as the old path's staging copy
+    comm->allReduce(summed, dist::ReduceOp::Sum, "bench.sumAll");
+  });
+  report(*comm, "  (all-reduce it, then slice)", rows * width * 4, "4NM", sumAllTiming,
+         static_cast<std::int64_t>(ring * rows * width * 4));
+  if (rank == 0)
+    std::printf("row gradient: all-reduce / reduce-scatter medians %.2f\n", sumAllTiming.median / scatterTiming.median);
+
   // Gradient all-reduce of a model this size: an MLP 784-1000-1000-10 in fp32, 4 MB buckets.
   std::vector<torch::Tensor> params = {torch::zeros({1000, 784}), torch::zeros({1000}),
                                        torch::zeros({1000, 1000}), torch::zeros({1000}),

@@ -10,8 +10,10 @@
              all-gather of the rows, 4·N·M bytes (+ labels), N the global batch
   T_grad   = all-reduce of the fp32 gradients, 4·P bytes
   T_share  = on CPU rows only (the check here, not the GPU projection): the gather path splits
-             cw-cr by class across ranks and all-reduces the N × M fp32 gradient of the shares
-  α–β:     all-reduce 2·log2(W)·α + 2(W−1)/W · S/β, all-gather log2(W)·α + (W−1)/W · S/β
+             cw-cr by class across ranks and reduce-scatters the N × M fp32 gradient of the shares
+             (each rank keeps its own rows of the sum)
+  α–β:     all-reduce 2·log2(W)·α + 2(W−1)/W · S/β, all-gather and reduce-scatter
+           log2(W)·α + (W−1)/W · S/β (MPI's reduce-scatter is a ring: (W−1)·α; at W = 2 the same)
            (tree latency, ring bandwidth: what NCCL picks for small and large messages)
 
 --measure checks the model on this machine: it fits α, β of MPI here from bench_collectives
@@ -72,8 +74,8 @@ def step(w, local_rows, c, t0, alpha, beta, params, overlap, split=False):
     """(step seconds, stats seconds, path) for W ranks with local_rows each."""
     compute = t0 + c * local_rows
     packed, gather, stats = stats_paths(local_rows * w, w, alpha, beta)
-    if split and gather < packed:  # the shares' gradient all-reduce (REPSHAPE_SPLIT_CLASSES)
-        stats += allreduce(4 * M * local_rows * w, w, alpha, beta)
+    if split and gather < packed:  # the shares' gradient reduce-scatter (REPSHAPE_SPLIT_CLASSES)
+        stats += allgather(4 * M * local_rows * w, w, alpha, beta)  # same α–β cost as an all-gather
     grad = allreduce(4 * params, w, alpha, beta)
     hidden = min(grad, overlap * (2 / 3) * c * local_rows)  # backward is ~2/3 of the compute
     path = "—" if w == 1 else "packed" if packed <= gather else "gather"

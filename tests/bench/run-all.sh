@@ -36,6 +36,7 @@ train_rate() {
   fi
   local cmd=("$bin" train "$config" --out "$out/$name" --overwrite "${mlp[@]}" --set train.batch_size=$batch
              --set train.steps=$steps --set train.log_every=$((steps - 20)) "$@")
+  if [ -n "${PIN:-}" ]; then cmd=(taskset -c "$PIN" "${cmd[@]}"); fi  # one W=1 run on one core
   if [ "$world" -gt 1 ]; then cmd=(mpirun -np "$world" --oversubscribe --bind-to "${BIND:-none}" "${cmd[@]}"); fi
   echo "$ ${PENALTY:+[config: jobs/choi-mnist-mlp.toml with only $PENALTY (on h5), weight 0.01] }${OMPI_MCA_coll_libnbc_iallreduce_algorithm:+OMPI_MCA_coll_libnbc_iallreduce_algorithm=$OMPI_MCA_coll_libnbc_iallreduce_algorithm }${REPSHAPE_STATS_PATH:+REPSHAPE_STATS_PATH=$REPSHAPE_STATS_PATH }${REPSHAPE_SPLIT_CLASSES:+REPSHAPE_SPLIT_CLASSES=$REPSHAPE_SPLIT_CLASSES }${REPSHAPE_BYTE_INPUTS:+REPSHAPE_BYTE_INPUTS=$REPSHAPE_BYTE_INPUTS }${REPSHAPE_CPU_CACHE:+REPSHAPE_CPU_CACHE=$REPSHAPE_CPU_CACHE }${cmd[*]}" >> "$out/commands.txt"
   "${cmd[@]}" > /dev/null
@@ -82,10 +83,18 @@ if want 2; then
 section "2. Two ranks vs one, MLP + cw-cr on h5 (target: W2/W1 >= 1.6, repshape W2 / Python DDP W2 >= 2)"
 for batch in 100 500; do
   steps=$((batch == 100 ? 600 : 200))
-  : > "$out/r1"; : > "$out/r2"; : > "$out/p1"; : > "$out/p2"; : > "$out/r2core"; : > "$out/rhalf"; : > "$out/r2old"
+  : > "$out/r1"; : > "$out/r2"; : > "$out/p1"; : > "$out/p2"; : > "$out/r2core"; : > "$out/rhalf"; : > "$out/r2old"; : > "$out/rpair"
   for _ in $(seq "$repeat"); do
     train_rate w1 1 $batch $steps | cut -d' ' -f1 >> "$out/r1"
     train_rate w1half 1 $((batch / 2)) $steps | cut -d' ' -f1 >> "$out/rhalf"
+    # Two independent W=1 runs at B/2 at the same time, one per core: the two ranks' compute with
+    # no communication at all, but sharing the machine (caches, memory, the host's other tenants).
+    if [ "$(nproc)" -ge 2 ]; then
+      PIN=0 train_rate pair0 1 $((batch / 2)) $steps | cut -d' ' -f1 > "$out/pair0" &
+      PIN=1 train_rate pair1 1 $((batch / 2)) $steps | cut -d' ' -f1 > "$out/pair1"
+      wait
+      awk 'NR == FNR { a = $1; next } { print (a < $1 ? a : $1) }' "$out/pair0" "$out/pair1" >> "$out/rpair"
+    fi
     train_rate w2 2 $batch $steps | cut -d' ' -f1 >> "$out/r2"
     BIND=core train_rate w2core 2 $batch $steps | cut -d' ' -f1 >> "$out/r2core"
     # Before the ring schedule and the class-wise split: libnbc's binomial all-reduce, every class on every rank.
@@ -108,6 +117,11 @@ for batch in 100 500; do
   rh=$(best < "$out/rhalf")
   printf '  bound: W=1 at batch %d %8.0f samples/s -> W2/W1 <= step(B)/step(B/2) = %s\n' $((batch / 2)) "$rh" \
     "$(awk -v a="$r1" -v h="$rh" -v b=$batch 'BEGIN { printf "%.2f", (b / a) / (b / 2 / h) }')"
+  if [ -s "$out/rpair" ]; then
+    rp=$(best < "$out/rpair")
+    printf '  bound with both cores busy: two W=1 runs at batch %d side by side, the slower %8.0f samples/s -> W2/W1 <= %s\n' \
+      $((batch / 2)) "$rp" "$(awk -v a="$r1" -v p="$rp" 'BEGIN { printf "%.2f", 2 * p / a }')"
+  fi
   echo "  phases ms/step (last round): W=1 [$(phases w1)]"
   echo "                               W=1 B/2 [$(phases w1half)]"
   echo "                               W=2 rank 0 [$(phases w2)]"

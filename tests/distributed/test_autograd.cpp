@@ -175,6 +175,36 @@ TEST_P(Autograd, AllGatherRowsBackwardIsThisRanksSliceUnscaled) {
   EXPECT_TRUE(torch::allclose(grad, expected, 1e-10, 1e-12)) << grad << "\nexpected\n" << expected;
 }
 
+// Split class-wise shares (SPEC §4 "ranks split the terms"): rank r computes the terms of the
+// classes k ≡ r (mod W) over the gathered rows, through sumGradientsToRows, while a replicated
+// consumer uses the same gathered rows; one process computes every class and the consumer.
+TEST_P(Autograd, SumGradientsToRowsSplitSharesMatchOneProcess) {
+  Communicator& comm = testComm();
+  const Problem p = makeProblem(comm.size(), GetParam());
+  const torch::Tensor allLabels = torch::arange(p.total(), torch::kLong).remainder(3);  // [N]
+  const auto classTerm = [](const torch::Tensor& z, const torch::Tensor& labels, std::int64_t k) {
+    const torch::Tensor rows = z.index_select(0, labels.eq(k).nonzero().squeeze(1));
+    const torch::Tensor centred = rows - rows.mean(0, true);
+    return (k + 1.0) * centred.t().mm(centred).pow(2).sum();  // a class-wise covariance term
+  };
+  const auto replicated = [](const torch::Tensor& z) { return 0.1 * z.pow(3).sum(); };
+  const torch::Tensor grad = distributedGradient(comm, p, [&](const torch::Tensor& z, std::int64_t offset) {
+    std::vector<std::int64_t> counts;
+    const torch::Tensor gathered = allGatherRows(comm, z, "test.gatherZ", &counts);
+    EXPECT_EQ(counts, p.counts);
+    const torch::Tensor shared = sumGradientsToRows(comm, gathered, z, counts, "test.share");
+    EXPECT_TRUE(torch::equal(shared, gathered));
+    torch::Tensor share = (shared.sum() * 0.0);  // every rank joins the backward collective
+    for (std::int64_t k = comm.rank(); k < 3; k += comm.size()) share = share + classTerm(shared, allLabels, k);
+    (void)offset;
+    return share + replicated(gathered);
+  });
+  const torch::Tensor expected = referenceGradient(p, [&](const torch::Tensor& z) {
+    return classTerm(z, allLabels, 0) + classTerm(z, allLabels, 1) + classTerm(z, allLabels, 2) + replicated(z);
+  });
+  EXPECT_TRUE(torch::allclose(grad, expected, 1e-10, 1e-12)) << grad << "\nexpected\n" << expected;
+}
+
 INSTANTIATE_TEST_SUITE_P(Shards, Autograd, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "WithEmptyRank" : "Uneven"; });
 
@@ -249,8 +279,16 @@ TEST(CommReducer, AdaptsTheDifferentiableCollectives) {
   // Identity backward of the sum; the max's gradient only on the last rank.
   const double expected = 1.0 + (comm.rank() == comm.size() - 1 ? 10.0 : 0.0);
   EXPECT_TRUE(torch::allclose(local.grad(), torch::full({2}, expected, torch::kDouble)));
-  const torch::Tensor rows = reducer.gatherRows(torch::full({comm.rank() + 1, 2}, comm.rank() * 1.0));
+  const torch::Tensor mine = torch::full({comm.rank() + 1, 2}, comm.rank() * 1.0).requires_grad_(true);
+  std::vector<std::int64_t> counts;
+  const torch::Tensor rows = reducer.gatherRows(mine, &counts);
   EXPECT_EQ(rows.size(0), comm.size() * (comm.size() + 1) / 2);
+  std::vector<std::int64_t> expectedCounts;
+  for (int r = 0; r < comm.size(); ++r) expectedCounts.push_back(r + 1);
+  EXPECT_EQ(counts, expectedCounts);
+  // Rank r weighs every gathered row by r + 1: this rank's rows get Σ_r (r + 1) = W(W + 1)/2.
+  (reducer.sumGradientsToRows(rows, mine, counts) * (comm.rank() + 1.0)).sum().backward();
+  EXPECT_TRUE(torch::equal(mine.grad(), torch::full({comm.rank() + 1, 2}, comm.size() * (comm.size() + 1) / 2.0)));
 }
 
 }  // namespace

@@ -125,6 +125,48 @@ TEST(Collectives, AllGatherRowsUnevenAndEmpty) {
   EXPECT_EQ(none.sizes(), (std::vector<std::int64_t>{0, 3, 2}));
 }
 
+TEST(Collectives, ReduceScatterRowsUnevenAndEmpty) {
+  Communicator& comm = testComm();
+  for (const bool withEmpty : {false, true}) {
+    const std::vector<std::int64_t> counts = rowCounts(comm.size(), withEmpty);
+    std::int64_t total = 0, first = 0;
+    for (int r = 0; r < comm.size(); ++r) {
+      if (r == comm.rank()) first = total;
+      total += counts[static_cast<std::size_t>(r)];
+    }
+    // Rank r sends (r + 1)·(row·10 + column) + r²: the sum over ranks has a closed form, and a
+    // block from the wrong offset, a missing rank or a rank added twice cannot go unnoticed.
+    const auto rowsOf = [&](int r, torch::ScalarType type) {
+      const torch::Tensor cell = torch::arange(total, torch::kDouble).unsqueeze(1) * 10 + torch::arange(3, torch::kDouble);
+      return ((r + 1) * cell + r * r).to(type);  // [N, 3]
+    };
+    const double w = comm.size();
+    const double sumOfSquares = (w - 1) * w * (2 * w - 1) / 6;
+    for (const auto type : {torch::kFloat32, torch::kFloat64}) {
+      const torch::Tensor mine = comm.reduceScatterRows(rowsOf(comm.rank(), type), counts, "test.scatter");
+      const torch::Tensor cell = torch::arange(total, torch::kDouble).unsqueeze(1) * 10 + torch::arange(3, torch::kDouble);
+      const torch::Tensor expected = (w * (w + 1) / 2 * cell + sumOfSquares).narrow(0, first, counts[comm.rank()]);
+      EXPECT_EQ(mine.scalar_type(), type);
+      EXPECT_TRUE(torch::equal(mine, expected.to(type))) << mine << "\nexpected\n" << expected;
+    }
+  }
+  // Trailing dimensions ride along: [N, 2, 2] → [n_rank, 2, 2].
+  const std::vector<std::int64_t> counts = rowCounts(comm.size(), false);
+  std::int64_t total = 0;
+  for (const std::int64_t n : counts) total += n;
+  const torch::Tensor block = comm.reduceScatterRows(torch::ones({total, 2, 2}), counts, "test.scatter3d");
+  EXPECT_EQ(block.sizes(), (std::vector<std::int64_t>{counts[comm.rank()], 2, 2}));
+  EXPECT_TRUE(torch::equal(block, torch::full({counts[comm.rank()], 2, 2}, static_cast<float>(comm.size()))));
+  // Counts that do not add up to the rows fail on every rank before any transfer.
+  std::vector<std::int64_t> wrong = counts;
+  wrong.back() += 1;
+  EXPECT_THROW(comm.reduceScatterRows(torch::ones({total, 2}), wrong, "test.wrongCounts"), c10::Error);
+  if (comm.size() > 1) {
+    EXPECT_THROW(comm.reduceScatterRows(torch::ones({total, 2}), {total}, "test.oneCount"), c10::Error);
+  }
+  comm.barrier("test.afterScatter");
+}
+
 TEST(Collectives, AllGatherRowsRejectsMismatchedTrailingShapeOnEveryRank) {
   Communicator& comm = testComm();
   if (comm.size() == 1) GTEST_SKIP() << "needs two ranks";

@@ -120,7 +120,10 @@ class Recorder final : public reg::Reducer {
   Recorder(FakeRanks& owner, int rank) : owner_(owner), rank_(rank) {}
   Tensor sum(const Tensor& flat) override { return record("sum", flat); }
   Tensor max(const Tensor& flat) override { return record("max", flat); }
-  Tensor gatherRows(const Tensor& rows) override { return record("gather", rows); }
+  Tensor gatherRows(const Tensor& rows, std::vector<int64_t>* rowCounts = nullptr) override {
+    if (rowCounts != nullptr) *rowCounts = {};  // unknown while recording: no split shares here
+    return record("gather", rows);
+  }
   int worldSize() const override { return owner_.worldSize(); }
 
  private:
@@ -143,11 +146,15 @@ class Replayer final : public reg::Reducer {
     return torch::where(flat.detach() == g, flat, g);
   }
   // All ranks' rows in rank order; only this rank's slice is live.
-  Tensor gatherRows(const Tensor& rows) override {
+  Tensor gatherRows(const Tensor& rows, std::vector<int64_t>* rowCounts = nullptr) override {
     const std::size_t index = next();
     std::vector<Tensor> parts;
     for (int r = 0; r < owner_.worldSize(); ++r)
       parts.push_back(r == rank_ ? rows : owner_.calls_[r].at(index).input);
+    if (rowCounts != nullptr) {
+      rowCounts->clear();
+      for (const Tensor& part : parts) rowCounts->push_back(part.size(0));
+    }
     return torch::cat(parts);
   }
   int worldSize() const override { return owner_.worldSize(); }

@@ -68,7 +68,11 @@ class CountingReducer final : public reg::Reducer {
  public:
   torch::Tensor sum(const torch::Tensor& flat) override { ++sums; return flat; }
   torch::Tensor max(const torch::Tensor& flat) override { ++maxes; return flat; }
-  torch::Tensor gatherRows(const torch::Tensor& rows) override { ++gathers; return rows; }
+  torch::Tensor gatherRows(const torch::Tensor& rows, std::vector<std::int64_t>* rowCounts = nullptr) override {
+    ++gathers;
+    if (rowCounts != nullptr) *rowCounts = {rows.size(0)};
+    return rows;
+  }
   int worldSize() const override { return world; }
   int sums = 0, maxes = 0, gathers = 0;
   int world = 1;  // what it reports (the statistics path choice depends on it)

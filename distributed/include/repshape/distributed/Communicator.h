@@ -29,7 +29,8 @@ struct CommOptions {
 };
 
 // Bytes moved and seconds spent in collectives since the last reset; rank-local.
-// bytes: payload of allReduce/broadcast, the gathered result of allGatherRows (incl. row counts).
+// bytes: payload of allReduce/broadcast/reduceScatterRows (its whole input), the gathered result of
+// allGatherRows (incl. row counts).
 // seconds: wall time from entering the collective until its result is usable on this rank
 // (includes waiting for late ranks).
 struct CommCounters {
@@ -57,6 +58,12 @@ class Communicator {
   // rowCounts (optional) receives n_r for every rank, [size].
   virtual torch::Tensor allGatherRows(const torch::Tensor& rows, const char* what,
                                       std::vector<std::int64_t>* rowCounts = nullptr) = 0;
+  // The adjoint of allGatherRows: rows [Σ_r n_r, ...] (same shape and dtype on every rank) summed
+  // over ranks, of which this rank keeps its own block [n_rank, ...] (rows Σ_{r<rank} n_r onwards);
+  // rowCounts = n_r of every rank, identical on every rank (allGatherRows' rowCounts). A ring
+  // moves half an all-reduce's bytes for it. The default all-reduces a copy and keeps the block.
+  virtual torch::Tensor reduceScatterRows(const torch::Tensor& rows, const std::vector<std::int64_t>& rowCounts,
+                                          const char* what);
   virtual void barrier(const char* what) = 0;
 
   double timeoutSeconds() const { return timeoutSeconds_; }
@@ -117,15 +124,21 @@ torch::Tensor allReduceSum(Communicator& comm, const torch::Tensor& local, Reduc
 // across ranks is counted once. Costs two collectives (MAX of values, MIN of the tied rank).
 torch::Tensor allReduceMax(Communicator& comm, const torch::Tensor& local, const char* what);
 // All-gather of rows for a replicated consumer: backward returns this rank's slice of the incoming
-// gradient (no scale, no reduction). Ranks may contribute different row counts, including 0.
-torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what);
-// Identity forward; backward SUMS the incoming gradient over ranks. For a value each rank computes
-// a different share of from replicated inputs (a class-wise penalty over the gathered rows of the
-// classes this rank owns, SPEC §4 "ranks split the terms"): every rank's share reaches every
-// rank's rows. Every rank must reach this node in backward (use the tensor on every rank).
-torch::Tensor sumGradients(Communicator& comm, const torch::Tensor& tensor, const char* what);
+// gradient (no scale, no reduction). Ranks may contribute different row counts, including 0;
+// rowCounts (optional) receives them, [size].
+torch::Tensor allGatherRows(Communicator& comm, const torch::Tensor& rows, const char* what,
+                            std::vector<std::int64_t>* rowCounts = nullptr);
+// For a value each rank computes a different share of from gathered rows (a class-wise penalty
+// over the rows of the classes this rank owns, SPEC §4 "ranks split the terms"): the values of
+// `gathered` (allGatherRows of `local`, or the same columns of one; its own graph is not used),
+// whose backward SUMS the incoming gradient over ranks and hands `local` its block of rows — every
+// rank's share reaches every rank's rows, in one reduceScatterRows (half the bytes of summing the
+// whole gradient and slicing it). rowCounts: the gather's. Every rank must reach this node in
+// backward (use the tensor on every rank). One rank: `local` itself.
+torch::Tensor sumGradientsToRows(Communicator& comm, const torch::Tensor& gathered, const torch::Tensor& local,
+                                 const std::vector<std::int64_t>& rowCounts, const char* what);
 // On one rank all these return their input (identity forward and backward, nothing copied).
-// All three accept tensors on any device (moved to comm.device() for the transfer and back) and of
+// They accept tensors on any device (moved to comm.device() for the transfer and back) and of
 // any shape; the result has the input's device and dtype. Backward of allReduceSum(Sum) issues a
 // collective, so every rank must run backward over the same graph.
 

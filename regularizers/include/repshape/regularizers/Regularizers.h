@@ -28,12 +28,17 @@ class Reducer {
   virtual ~Reducer() = default;
   virtual torch::Tensor sum(const torch::Tensor& flat) = 0;   // Σ over ranks, identity backward
   virtual torch::Tensor max(const torch::Tensor& flat) = 0;   // max over ranks, grad to the argmax rank
-  virtual torch::Tensor gatherRows(const torch::Tensor& rows) = 0;  // [Σ n_r, ...], backward: own slice
+  // [Σ n_r, ...] in rank order, backward: own slice; rowCounts (optional) receives every n_r.
+  virtual torch::Tensor gatherRows(const torch::Tensor& rows, std::vector<std::int64_t>* rowCounts = nullptr) = 0;
   virtual int worldSize() const = 0;
   virtual int rank() const { return 0; }
-  // Identity forward; backward sums the gradient over ranks (a value each rank computes a
-  // different share of). Every rank must use the result.
-  virtual torch::Tensor sumGradients(const torch::Tensor& t) { return t; }
+  // For a value each rank computes a different share of: the values of `gathered` (gatherRows of
+  // `local`, or the same columns of it, with that gather's rowCounts); backward sums the gradient
+  // over ranks and hands `local` this rank's rows of it. Every rank must use the result.
+  virtual torch::Tensor sumGradientsToRows(const torch::Tensor& gathered, const torch::Tensor& /*local*/,
+                                           const std::vector<std::int64_t>& /*rowCounts*/) {
+    return gathered;
+  }
 };
 
 // The reducer of a single process: every collective is the identity.
@@ -41,7 +46,10 @@ class LocalReducer final : public Reducer {
  public:
   torch::Tensor sum(const torch::Tensor& flat) override { return flat; }
   torch::Tensor max(const torch::Tensor& flat) override { return flat; }
-  torch::Tensor gatherRows(const torch::Tensor& rows) override { return rows; }
+  torch::Tensor gatherRows(const torch::Tensor& rows, std::vector<std::int64_t>* rowCounts = nullptr) override {
+    if (rowCounts != nullptr) *rowCounts = {rows.size(0)};
+    return rows;
+  }
   int worldSize() const override { return 1; }
 };
 
