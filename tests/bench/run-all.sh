@@ -90,10 +90,10 @@ for batch in 100 500; do
     # Two independent W=1 runs at B/2 at the same time, one per core: the two ranks' compute with
     # no communication at all, but sharing the machine (caches, memory, the host's other tenants).
     if [ "$(nproc)" -ge 2 ]; then
-      PIN=0 train_rate pair0 1 $((batch / 2)) $steps | cut -d' ' -f1 > "$out/pair0" &
-      PIN=1 train_rate pair1 1 $((batch / 2)) $steps | cut -d' ' -f1 > "$out/pair1"
+      PIN=0 train_rate pair0 1 $((batch / 2)) $steps | cut -d' ' -f1 > "$out/pair0.rate" &
+      PIN=1 train_rate pair1 1 $((batch / 2)) $steps | cut -d' ' -f1 > "$out/pair1.rate"
       wait
-      awk 'NR == FNR { a = $1; next } { print (a < $1 ? a : $1) }' "$out/pair0" "$out/pair1" >> "$out/rpair"
+      awk 'NR == FNR { a = $1; next } { print (a < $1 ? a : $1) }' "$out/pair0.rate" "$out/pair1.rate" >> "$out/rpair"
     fi
     train_rate w2 2 $batch $steps | cut -d' ' -f1 >> "$out/r2"
     BIND=core train_rate w2core 2 $batch $steps | cut -d' ' -f1 >> "$out/r2core"
