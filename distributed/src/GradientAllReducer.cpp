@@ -1,5 +1,6 @@
 #include <repshape/distributed/Communicator.h>
 
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -63,8 +64,23 @@ void GradientAllReducer::allReduce() {
     // Gradients live in the buffer only where it is on the parameters' device (not for CUDA
     // parameters over a CPU communicator): there, stage through a fresh buffer each call.
     const bool inPlace = first.device() == comm_.device() && first.is_contiguous();
-    if (!bucket.flat.defined() || !inPlace) bucket.flat = torch::zeros({bucket.numel + numParams}, first.options());
+    if (!bucket.flat.defined() || !inPlace) {
+      bucket.flat = torch::zeros({bucket.numel + numParams}, first.options());
+      // One alias per contiguous parameter, made once: binding a gradient to its slot is then a
+      // reference count, not two dispatched ops (the trainer sets gradients to none every step).
+      bucket.aliases.assign(static_cast<std::size_t>(numParams), torch::Tensor());
+      std::int64_t offset = 0;
+      for (std::int64_t j = 0; j < numParams; ++j) {
+        const torch::Tensor& p = parameters_[bucket.params[j]];
+        if (inPlace && p.is_contiguous()) bucket.aliases[static_cast<std::size_t>(j)] = aliasOf(bucket.flat, offset, p);
+        offset += p.numel();
+      }
+    }
     torch::Tensor flat = bucket.flat;
+    // Host memory: slots are filled with memcpy and addressed by pointer, no op per parameter.
+    const bool raw = inPlace && flat.is_cpu();
+    auto* base = static_cast<char*>(flat.data_ptr());
+    const std::size_t elementBytes = flat.element_size();
     // [numel grads | one "grad defined" flag per parameter]; flags are exact in fp32 up to 2^24
     // ranks.
     torch::Tensor flags = flat.narrow(0, bucket.numel, numParams);
@@ -73,21 +89,28 @@ void GradientAllReducer::allReduce() {
     bool allDefined = true;
     for (std::int64_t j = 0; j < numParams; ++j) {
       torch::Tensor& p = parameters_[bucket.params[j]];
-      torch::Tensor slot = flat.narrow(0, offset, p.numel());
+      const std::int64_t slotOffset = offset;
       offset += p.numel();
       const torch::Tensor& grad = p.grad();
+      char* slotData = base + slotOffset * static_cast<std::int64_t>(elementBytes);
       if (!grad.defined()) {
-        slot.zero_();
+        if (raw) std::memset(slotData, 0, static_cast<std::size_t>(p.numel()) * elementBytes);
+        else flat.narrow(0, slotOffset, p.numel()).zero_();
         allDefined = false;
         continue;
       }
       TORCH_CHECK(!grad.is_sparse(), "GradientAllReducer: sparse gradient of parameter #", bucket.params[j],
                   " is not supported");
       defined[static_cast<std::size_t>(j)] = 1;
-      if (grad.data_ptr() == slot.data_ptr() && grad.is_contiguous()) continue;  // already in the buffer
-      slot.copy_(grad.reshape({-1}));
-      // Later steps accumulate into the buffer.
-      if (inPlace && p.is_contiguous()) p.mutable_grad() = aliasOf(flat, offset - p.numel(), p);
+      if (grad.data_ptr() == slotData && grad.is_contiguous()) continue;  // already in the buffer
+      if (raw && grad.is_contiguous() && grad.is_cpu() && grad.scalar_type() == flat.scalar_type() &&
+          grad.numel() == p.numel())
+        std::memcpy(slotData, grad.data_ptr(), static_cast<std::size_t>(p.numel()) * elementBytes);
+      else
+        flat.narrow(0, slotOffset, p.numel()).copy_(grad.reshape({-1}));
+      // Later steps accumulate into the buffer (or hand over a fresh gradient, copied in above).
+      const torch::Tensor& alias = bucket.aliases.empty() ? torch::Tensor() : bucket.aliases[static_cast<std::size_t>(j)];
+      if (alias.defined()) p.mutable_grad() = alias;
     }
     if (allDefined) {
       flags.fill_(1);
@@ -100,18 +123,21 @@ void GradientAllReducer::allReduce() {
     comm_.allReduce(onDevice, ReduceOp::Sum, bucket.what.c_str());
     if (options_.scale != 1.0) onDevice.narrow(0, 0, bucket.numel).mul_(options_.scale);
     if (!inPlace) flat = onDevice.to(first.device());
-    flags = flat.narrow(0, bucket.numel, numParams);
-    const torch::Tensor definedSomewhere = flags.gt(0).cpu();  // [numParams] bool
-    const bool* somewhere = definedSomewhere.data_ptr<bool>();
+    // Where every gradient was defined here, every flag is set: no need to read them back.
+    torch::Tensor definedSomewhere;
+    if (!allDefined) definedSomewhere = flat.narrow(0, bucket.numel, numParams).gt(0).cpu();  // [numParams] bool
     offset = 0;
     for (std::int64_t j = 0; j < numParams; ++j) {
       torch::Tensor& p = parameters_[bucket.params[j]];
-      const torch::Tensor summed = flat.narrow(0, offset, p.numel()).view(p.sizes());
+      const std::int64_t slotOffset = offset;
       offset += p.numel();
+      const torch::Tensor& alias = bucket.aliases.empty() ? torch::Tensor() : bucket.aliases[static_cast<std::size_t>(j)];
       if (p.grad().defined()) {
-        if (p.grad().data_ptr() != summed.data_ptr()) p.mutable_grad().copy_(summed);
-      } else if (somewhere[j]) {
-        p.mutable_grad() = inPlace && p.is_contiguous() ? aliasOf(flat, offset - p.numel(), p) : summed.clone();
+        if (inPlace && p.grad().data_ptr() == static_cast<void*>(base + slotOffset * static_cast<std::int64_t>(elementBytes)))
+          continue;  // bound to its slot: holds the sum
+        p.mutable_grad().copy_(flat.narrow(0, slotOffset, p.numel()).view(p.sizes()));
+      } else if (!allDefined && definedSomewhere.data_ptr<bool>()[j]) {
+        p.mutable_grad() = alias.defined() ? alias : flat.narrow(0, slotOffset, p.numel()).view(p.sizes()).clone();
       }
     }
   }

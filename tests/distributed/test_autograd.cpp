@@ -244,6 +244,43 @@ TEST(GradientAllReducer, SumsBucketsAndKeepsUndefinedGradsConsistent) {
   }
 }
 
+// The trainer's pattern: every gradient set to none before each backward, so each step brings
+// fresh gradients; they are copied into the bucket and the parameters are bound to their slots,
+// the same slot every step. Some steps leave a gradient undefined on some ranks or on all.
+TEST(GradientAllReducer, FreshGradientsEveryStepSumIntoTheSameSlots) {
+  Communicator& comm = testComm();
+  const int rank = comm.rank(), size = comm.size();
+  std::vector<torch::Tensor> params = {torch::zeros({4, 3}), torch::zeros({3}), torch::zeros({2, 5})};
+  for (auto& param : params) param.requires_grad_(true);
+  GradientAllReducer reducer(comm, params);
+  std::vector<const void*> slots(params.size(), nullptr);
+  for (int step = 1; step <= 4; ++step) {
+    for (auto& param : params) param.mutable_grad().reset();
+    // g_i = (rank + step)·(i + 1) everywhere; step 2: params[1] only on the last rank; step 3:
+    // params[2] nowhere.
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (step == 2 && i == 1 && rank != size - 1) continue;
+      if (step == 3 && i == 2) continue;
+      params[i].mutable_grad() = torch::full(params[i].sizes(), (rank + step) * (i + 1.0));
+    }
+    reducer.allReduce();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (step == 3 && i == 2) {
+        EXPECT_FALSE(params[i].grad().defined()) << "step " << step;
+        continue;
+      }
+      ASSERT_TRUE(params[i].grad().defined()) << "step " << step << " param " << i;
+      const double ranks = step == 2 && i == 1 ? size - 1 + step : size * step + size * (size - 1) / 2.0;
+      EXPECT_TRUE(torch::equal(params[i].grad(), torch::full(params[i].sizes(), ranks * (i + 1.0))))
+          << "step " << step << " param " << i << "\n" << params[i].grad();
+      if (size > 1) {  // bound to the bucket: the same slot every step
+        if (slots[i] == nullptr) slots[i] = params[i].grad().data_ptr();
+        EXPECT_EQ(params[i].grad().data_ptr(), slots[i]) << "step " << step << " param " << i;
+      }
+    }
+  }
+}
+
 // Gradients live in the bucket buffers after the first call: later backwards accumulate there
 // (an optimizer's zero_grad zeroes them in place, detach_ included) and every call still gives
 // the plain sum of that step, nothing stale.

@@ -153,7 +153,8 @@ struct GradientAllReducerOptions {
 // Each bucket keeps one flat buffer [grads | flags] across steps and makes every parameter's
 // grad a view of it, so after the first step backward accumulates straight into the buffer
 // (zero_grad zeroes in place) and the all-reduce needs no flatten or scatter copies; a grad that
-// was replaced (set to none, reassigned) is copied in and re-bound. A parameter whose grad is undefined on this rank
+// was replaced (set to none, reassigned: the trainer's every step) is copied in (memcpy in host
+// memory) and re-bound to its slot, an alias made once per parameter. A parameter whose grad is undefined on this rank
 // contributes zeros, so every rank issues identical collectives; after the call its grad is
 // defined iff it was defined on at least one rank (a per-parameter flag travels in the bucket).
 // No overlap with backward: Open MPI's CPU non-blocking collectives only progress inside MPI
@@ -173,6 +174,7 @@ class GradientAllReducer {
     std::int64_t numel = 0;           // Σ numel of the parameters (flags excluded)
     std::string what;                 // "gradients[b]" for error messages
     torch::Tensor flat;               // [numel + #params] on the communicator's device, kept
+    std::vector<torch::Tensor> aliases;  // per parameter: its slot of flat shaped like it (in place only)
   };
   Communicator& comm_;
   std::vector<torch::Tensor> parameters_;
