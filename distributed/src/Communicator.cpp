@@ -30,29 +30,30 @@ void runFatalErrorHook(int exitCode, const std::string& message) {
 
 torch::Tensor Communicator::reduceScatterRows(const torch::Tensor& rows, const std::vector<std::int64_t>& rowCounts,
                                               const char* what) {
-  const std::int64_t offset = detail::checkScatterRows(rows, rowCounts, rank(), size(), what);
+  const std::int64_t first = detail::checkScatterRows(rows, rowCounts, size(), what)[static_cast<std::size_t>(rank())];
   torch::Tensor summed = rows.contiguous().clone();
   allReduce(summed, ReduceOp::Sum, what);
-  return summed.narrow(0, offset, rowCounts[static_cast<std::size_t>(rank())]);
+  return summed.narrow(0, first, rowCounts[static_cast<std::size_t>(rank())]);
 }
 
 namespace detail {
 
-std::int64_t checkScatterRows(const torch::Tensor& rows, const std::vector<std::int64_t>& rowCounts, int rank,
-                              int size, const char* what) {
+std::vector<std::int64_t> checkScatterRows(const torch::Tensor& rows, const std::vector<std::int64_t>& rowCounts,
+                                           int size, const char* what) {
   TORCH_CHECK(rows.defined() && rows.dim() >= 1, "reduceScatterRows '", what, "': needs a tensor with a row dimension");
   TORCH_CHECK(rowCounts.size() == static_cast<std::size_t>(size), "reduceScatterRows '", what, "': ",
               rowCounts.size(), " row counts for ", size, " ranks");
-  std::int64_t total = 0, offset = 0;
-  for (int r = 0; r < size; ++r) {
-    TORCH_CHECK(rowCounts[static_cast<std::size_t>(r)] >= 0, "reduceScatterRows '", what, "': rank ", r,
-                " has a negative row count ", rowCounts[static_cast<std::size_t>(r)]);
-    if (r == rank) offset = total;
-    total += rowCounts[static_cast<std::size_t>(r)];
+  std::vector<std::int64_t> first(rowCounts.size());
+  std::int64_t total = 0;
+  for (std::size_t r = 0; r < rowCounts.size(); ++r) {
+    TORCH_CHECK(rowCounts[r] >= 0, "reduceScatterRows '", what, "': rank ", r, " has a negative row count ",
+                rowCounts[r]);
+    first[r] = total;
+    total += rowCounts[r];
   }
   TORCH_CHECK(total == rows.size(0), "reduceScatterRows '", what, "': the row counts sum to ", total, " but the tensor has ",
               rows.size(0), " rows");
-  return offset;
+  return first;
 }
 
 namespace {

@@ -109,7 +109,7 @@ void GradientAllReducer::allReduce() {
       else
         flat.narrow(0, slotOffset, p.numel()).copy_(grad.reshape({-1}));
       // Later steps accumulate into the buffer (or hand over a fresh gradient, copied in above).
-      const torch::Tensor& alias = bucket.aliases.empty() ? torch::Tensor() : bucket.aliases[static_cast<std::size_t>(j)];
+      const torch::Tensor& alias = bucket.aliases[static_cast<std::size_t>(j)];  // sized with flat
       if (alias.defined()) p.mutable_grad() = alias;
     }
     if (allDefined) {
@@ -131,7 +131,7 @@ void GradientAllReducer::allReduce() {
       torch::Tensor& p = parameters_[bucket.params[j]];
       const std::int64_t slotOffset = offset;
       offset += p.numel();
-      const torch::Tensor& alias = bucket.aliases.empty() ? torch::Tensor() : bucket.aliases[static_cast<std::size_t>(j)];
+      const torch::Tensor& alias = bucket.aliases[static_cast<std::size_t>(j)];  // sized with flat
       if (p.grad().defined()) {
         if (inPlace && p.grad().data_ptr() == static_cast<void*>(base + slotOffset * static_cast<std::int64_t>(elementBytes)))
           continue;  // bound to its slot: holds the sum

@@ -158,20 +158,18 @@ class MpiCommunicator final : public Communicator {
   // MPI_Ireduce_scatter reduces everything on rank 0 and scatters from there: slower at W = 2.)
   torch::Tensor reduceScatterRows(const torch::Tensor& input, const std::vector<std::int64_t>& rowCounts,
                                   const char* what) override {
-    checkScatterRows(input, rowCounts, rank(), size(), what);
+    const std::vector<std::int64_t> first = checkScatterRows(input, rowCounts, size(), what);
     const torch::Tensor rows = input.contiguous();  // read only: no staging copy
     checkCpuTensor(rows, "reduceScatterRows", what);
     const Stopwatch watch;
     const Pending pending{what, ++seq_, timeoutSeconds_};
     const int w = size(), me = rank();
     const std::int64_t rowNumel = rowElements(rows);
-    std::vector<std::int64_t> first(static_cast<std::size_t>(w), 0);
     std::int64_t most = 0;
     for (int b = 0; b < w; ++b) {
       const std::int64_t n = rowCounts[static_cast<std::size_t>(b)];
       TORCH_CHECK(n * rowNumel <= INT_MAX, "reduceScatterRows '", what, "': rank ", b, "'s ", n, " rows of ", rowNumel,
                   " elements exceed MPI's int");
-      if (b > 0) first[b] = first[b - 1] + rowCounts[static_cast<std::size_t>(b - 1)];
       most = std::max(most, n);
     }
     const auto ownRows = [&](int b) { return rows.narrow(0, first[b], rowCounts[static_cast<std::size_t>(b)]); };

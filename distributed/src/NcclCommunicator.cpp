@@ -166,12 +166,12 @@ class NcclCommunicator final : public Communicator {
 
   torch::Tensor reduceScatterRows(const torch::Tensor& input, const std::vector<std::int64_t>& rowCounts,
                                   const char* what) override {
-    const std::int64_t offset = checkScatterRows(input, rowCounts, rank(), size(), what);
+    const std::vector<std::int64_t> first = checkScatterRows(input, rowCounts, size(), what);
     const torch::Tensor rows = input.contiguous();
     checkTensor(rows, "reduceScatterRows", what);
     const Stopwatch watch;
     const Pending pending{what, ++seq_, timeoutSeconds_};
-    torch::Tensor block = torch::empty(rows.narrow(0, offset, rowCounts[rank()]).sizes(), rows.options());
+    torch::Tensor block = torch::empty(rows.narrow(0, first[rank()], rowCounts[rank()]).sizes(), rows.options());
     const std::int64_t rowNumel = rows.size(0) > 0 ? rows.numel() / rows.size(0) : 0;
     if (rowNumel > 0) {
       // Uneven reduce-scatter = one reduce per rank with rows, to that rank, fused in a group.
@@ -179,13 +179,12 @@ class NcclCommunicator final : public Communicator {
       const auto* in = static_cast<const char*>(rows.data_ptr());
       const std::size_t rowBytes = static_cast<std::size_t>(rowNumel) * rows.element_size();
       REPSHAPE_NCCL_CHECK(ncclGroupStart());
-      std::size_t first = 0;
       for (int r = 0; r < size(); ++r) {
         const auto n = static_cast<std::size_t>(rowCounts[r]);
         if (n == 0) continue;  // every rank skips the same roots
-        REPSHAPE_NCCL_CHECK(ncclReduce(in + first * rowBytes, r == rank() ? block.data_ptr() : nullptr,
-                                       n * static_cast<std::size_t>(rowNumel), type, ncclSum, r, comm_, kStream));
-        first += n;
+        REPSHAPE_NCCL_CHECK(ncclReduce(in + static_cast<std::size_t>(first[r]) * rowBytes,
+                                       r == rank() ? block.data_ptr() : nullptr, n * static_cast<std::size_t>(rowNumel),
+                                       type, ncclSum, r, comm_, kStream));
       }
       REPSHAPE_NCCL_CHECK(ncclGroupEnd());
       waitForNccl(pending, /*stream=*/true);

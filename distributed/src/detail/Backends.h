@@ -31,8 +31,8 @@ constexpr int kGatherFields = 3;
 void checkGatherLayouts(const std::vector<std::int64_t>& layouts, const torch::Tensor& rows,
                         const char* what);
 // Checks reduceScatterRows' arguments (a row dimension, one non-negative count per rank summing to
-// the rows) and returns this rank's first row.
-std::int64_t checkScatterRows(const torch::Tensor& rows, const std::vector<std::int64_t>& rowCounts, int rank,
-                              int size, const char* what);
+// the rows) and returns every rank's first row, [size].
+std::vector<std::int64_t> checkScatterRows(const torch::Tensor& rows, const std::vector<std::int64_t>& rowCounts,
+                                           int size, const char* what);
 
 }  // namespace repshape::dist::detail
